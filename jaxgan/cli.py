@@ -1,0 +1,113 @@
+"""Command-line parsing for `python -m jaxgan.train`: flags -> a validated Config.
+
+The flags are generated from `Config`'s fields, so every field is overridable.
+Bad input is one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import tempfile
+import typing
+from pathlib import Path
+
+from jaxgan import config as config_lib
+from jaxgan import data as data_lib
+
+PROG = "python -m jaxgan.train"
+
+
+class UsageError(Exception):
+    """Bad input from the user; the message is the whole one-line explanation."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:
+        raise UsageError(message)
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 256,512, got {text!r}") from None
+
+
+def _flag_type(field: dataclasses.Field):
+    hint = typing.get_type_hints(config_lib.Config)[field.name]
+    if hint == tuple[int, ...]:
+        return _widths
+    if hint in (int, float, str):
+        return hint
+    return str  # `str | None`
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog=PROG,
+        description="Train an MLP GAN on 28x28 grayscale images. Values start from --preset; any flag overrides one field.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--preset", default="small", help=f"one of: {', '.join(config_lib.PRESETS)}")
+    parser.add_argument("--workdir", default=None, help="where the run's files go (default: runs/<preset>)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    fields = parser.add_argument_group("config overrides (default: the preset's value)")
+    for field in dataclasses.fields(config_lib.Config):
+        if field.name == "preset":
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        fields.add_argument(flag, dest=field.name, type=_flag_type(field), default=None, help=field.metadata["help"])
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> config_lib.Config:
+    """The preset's config with every given flag applied, validated (ValueError if bad)."""
+    base = config_lib.preset(args.preset)
+    names = [f.name for f in dataclasses.fields(config_lib.Config) if f.name != "preset"]
+    overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    return base.replace(**overrides).validate()
+
+
+def prepare_workdir(workdir: str | Path) -> Path:
+    """Create `workdir` and check it is writable; UsageError in one line otherwise."""
+    path = Path(workdir)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"workdir {str(path)!r} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise UsageError(f"workdir {str(path)!r} is not writable: {err.strerror or err}") from None
+    return path
+
+
+def parse(argv: list[str] | None = None) -> tuple[config_lib.Config, Path, argparse.Namespace]:
+    """argv -> (config, workdir, args), raising UsageError for any bad input."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+        data_lib.check_name(config.dataset, config.data_dir)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    workdir = prepare_workdir(args.workdir or os.path.join("runs", config.preset))
+    return config, workdir, args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m jaxgan.train`; returns the exit status."""
+    from jaxgan import loop  # after parsing: --help and bad flags stay fast
+
+    try:
+        config, workdir, args = parse(argv)
+        loop.fit(config, workdir, progress=not args.no_progress)
+    except (UsageError, data_lib.DataError) as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,135 @@
+"""Run configuration: one frozen dataclass and the named presets of the seed recipes.
+
+Every field is a command-line flag (`--batch-size`, `--g-hidden 256,512`, ...): the
+parser in `jaxgan.cli` is built from the field list and the `help` metadata below,
+so a new field is a new flag without touching the CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+ACTIVATIONS = ("relu", "leaky_relu")
+
+
+def _field(default: Any, help: str) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything a run depends on. Hashable, so it can be a static field under `jit`."""
+
+    preset: str = _field("small", "name of the preset these values started from")
+    # Networks.
+    latent_dim: int = _field(100, "size of the generator's noise vector z")
+    g_hidden: tuple[int, ...] = _field((128,), "generator hidden widths, e.g. 256,512")
+    d_hidden: tuple[int, ...] = _field((128,), "discriminator hidden widths, e.g. 512,256")
+    g_activation: str = _field("relu", "generator hidden activation: relu | leaky_relu")
+    d_activation: str = _field("leaky_relu", "discriminator hidden activation: relu | leaky_relu")
+    leaky_slope: float = _field(0.2, "negative slope of every LeakyReLU")
+    # Optimisation (the same Adam for G and D, as in every seed).
+    batch_size: int = _field(64, "images per step")
+    lr: float = _field(2e-4, "Adam learning rate")
+    beta1: float = _field(0.5, "Adam beta1")
+    beta2: float = _field(0.999, "Adam beta2")
+    epochs: int = _field(25, "total number of epochs to train")
+    seed: int = _field(0, "seed of every random number in the run (init, noise, shuffling)")
+    # Data and outputs.
+    dataset: str = _field("auto", "auto | mnist-5k | mnist | any 28x28 grayscale TFDS dataset")
+    data_dir: str | None = _field(None, "TFDS data directory (default: TFDS's own, ~/tensorflow_datasets)")
+    sample_every: int = _field(1, "write a sample grid every N epochs (and always at the end)")
+    grid_size: int = _field(8, "sample grids are grid_size x grid_size images")
+    log_every: int = _field(100, "steps per progress-bar update (one XLA call each)")
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (28, 28, 1)
+
+    @property
+    def image_size(self) -> int:
+        return math.prod(self.image_shape)
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> Config:
+        """Raise ValueError with a one-line message naming the first bad field."""
+        for name in ("latent_dim", "batch_size", "epochs", "sample_every", "grid_size", "log_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("g_hidden", "d_hidden"):
+            widths = getattr(self, name)
+            if not widths or any(w <= 0 for w in widths):
+                raise ValueError(f"{name} must be one or more positive widths, got {widths}")
+        for name in ("g_activation", "d_activation"):
+            if getattr(self, name) not in ACTIVATIONS:
+                raise ValueError(f"{name} must be one of {', '.join(ACTIVATIONS)}, got {getattr(self, name)!r}")
+        if not self.lr > 0 or not math.isfinite(self.lr):
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not self.leaky_slope >= 0:
+            raise ValueError(f"leaky_slope must be non-negative, got {self.leaky_slope}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Config:
+        """Inverse of `to_dict` (JSON turns tuples into lists; this turns them back)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
+        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return cls(**fixed)
+
+
+PRESETS: dict[str, Config] = {
+    # Seeds 000 and 003: the most common tutorial GAN.
+    "small": Config(preset="small"),
+    # Seed 001: the same nets with PyTorch's default Adam betas, 10 epochs.
+    "small-beta09": Config(preset="small-beta09", beta1=0.9, epochs=10),
+    # Seed 002: the classic "latent 64, hidden 256" tutorial, default Adam betas, batch 100.
+    "wide": Config(
+        preset="wide",
+        latent_dim=64,
+        g_hidden=(256, 256),
+        d_hidden=(256, 256),
+        batch_size=100,
+        beta1=0.9,
+        epochs=200,
+    ),
+    # Seed 004: deeper nets with LeakyReLU in the generator too.
+    "deep": Config(
+        preset="deep",
+        g_hidden=(256, 512),
+        d_hidden=(512, 256),
+        g_activation="leaky_relu",
+        batch_size=128,
+        epochs=50,
+    ),
+    # Not a seed: a few-second CPU config for tests and smoke runs.
+    "tiny": Config(
+        preset="tiny",
+        latent_dim=16,
+        g_hidden=(32,),
+        d_hidden=(32,),
+        batch_size=32,
+        epochs=2,
+        grid_size=4,
+    ),
+}
+
+
+def preset(name: str) -> Config:
+    """The named preset's config; ValueError listing the valid names otherwise."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None

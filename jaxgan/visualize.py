@@ -1,0 +1,58 @@
+"""Pictures of a run: sample grids and loss curves (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Images in [-1, 1] -> uint8 in [0, 255] (the inverse of the data scaling, rounded)."""
+    return np.clip(np.rint((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def image_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2) -> np.ndarray:
+    """(N, H, W, 1) images in [-1, 1] -> one uint8 (rows, cols) grid, `nrow` images per row."""
+    n, h, w = images.shape[:3]
+    nrow = nrow or math.ceil(math.sqrt(n))
+    ncol = math.ceil(n / nrow)
+    grid = np.zeros((ncol * (h + padding) + padding, nrow * (w + padding) + padding), np.uint8)
+    pixels = to_uint8(images)[..., 0]
+    for i in range(n):
+        r, c = divmod(i, nrow)
+        top, left = padding + r * (h + padding), padding + c * (w + padding)
+        grid[top : top + h, left : left + w] = pixels[i]
+    return grid
+
+
+def save_grid(images: np.ndarray, path: str | Path, nrow: int | None = None, scale: int = 3) -> None:
+    """Write images (N, 28, 28, 1) in [-1, 1] as a grayscale PNG grid, each pixel scale x scale."""
+    grid = image_grid(images, nrow)
+    grid = np.kron(grid, np.ones((scale, scale), np.uint8))
+    plt.imsave(path, grid, cmap="gray", vmin=0, vmax=255)
+
+
+def plot_history(history: Sequence[dict], path: str | Path) -> None:
+    """D/G losses and D(x)/D(G(z)) against epoch, from metrics.jsonl rows."""
+    epochs = [row["epoch"] for row in history]
+    fig, (ax_loss, ax_prob) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax_loss.plot(epochs, [row["d_loss"] for row in history], label="D loss")
+    ax_loss.plot(epochs, [row["g_loss"] for row in history], label="G loss")
+    ax_loss.set(xlabel="epoch", ylabel="BCE (epoch mean)", title="losses")
+    ax_prob.plot(epochs, [row["d_real"] for row in history], label="D(x)")
+    ax_prob.plot(epochs, [row["d_fake"] for row in history], label="D(G(z))")
+    ax_prob.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax_prob.set(xlabel="epoch", ylabel="mean probability", ylim=(0, 1), title="discriminator outputs")
+    for ax in (ax_loss, ax_prob):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
