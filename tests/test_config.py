@@ -1,0 +1,70 @@
+"""Presets match the seed recipes; validation names the bad field."""
+
+import dataclasses
+
+import pytest
+
+from jaxgan.config import PRESETS, Config, preset
+
+# name -> (latent, G hidden, D hidden, G act, batch, (lr, beta1, beta2), epochs), from the seeds.
+SEED_RECIPES = {
+    "small": (100, (128,), (128,), "relu", 64, (2e-4, 0.5, 0.999), 25),
+    "small-beta09": (100, (128,), (128,), "relu", 64, (2e-4, 0.9, 0.999), 10),
+    "wide": (64, (256, 256), (256, 256), "relu", 100, (2e-4, 0.9, 0.999), 200),
+    "deep": (100, (256, 512), (512, 256), "leaky_relu", 128, (2e-4, 0.5, 0.999), 50),
+}
+
+
+@pytest.mark.parametrize("name", SEED_RECIPES)
+def test_presets_reproduce_the_seeds(name):
+    c = preset(name)
+    latent, g_hidden, d_hidden, g_act, batch, adam, epochs = SEED_RECIPES[name]
+    assert (c.latent_dim, c.g_hidden, c.d_hidden, c.g_activation) == (latent, g_hidden, d_hidden, g_act)
+    assert (c.d_activation, c.leaky_slope) == ("leaky_relu", 0.2)
+    assert (c.batch_size, (c.lr, c.beta1, c.beta2), c.epochs) == (batch, adam, epochs)
+    assert c.preset == name
+
+
+def test_every_preset_is_valid_and_named_after_itself():
+    assert set(PRESETS) == {*SEED_RECIPES, "tiny"}
+    for name, c in PRESETS.items():
+        assert c.validate().preset == name
+
+
+def test_config_is_frozen_and_hashable():
+    c = preset("small")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.lr = 1.0
+    assert hash(c) == hash(preset("small")) and c == Config()
+
+
+def test_unknown_preset_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown preset 'nope'; choose one of: small, small-beta09, wide, deep, tiny"):
+        preset("nope")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"batch_size": 0}, "batch_size must be positive"),
+        ({"epochs": -1}, "epochs must be positive"),
+        ({"latent_dim": 0}, "latent_dim must be positive"),
+        ({"lr": 0.0}, "lr must be positive"),
+        ({"lr": float("nan")}, "lr must be positive"),
+        ({"beta1": 1.0}, r"beta1 must be in \[0, 1\)"),
+        ({"beta2": -0.1}, r"beta2 must be in \[0, 1\)"),
+        ({"g_hidden": ()}, "g_hidden must be one or more positive widths"),
+        ({"d_hidden": (128, 0)}, "d_hidden must be one or more positive widths"),
+        ({"g_activation": "gelu"}, "g_activation must be one of relu, leaky_relu"),
+    ],
+)
+def test_validate_names_the_bad_field(change, message):
+    with pytest.raises(ValueError, match=message):
+        preset("small").replace(**change).validate()
+
+
+def test_dict_round_trip_restores_tuples():
+    c = preset("deep")
+    assert Config.from_dict(c.to_dict()) == c
+    with pytest.raises(ValueError, match="unknown config field"):
+        Config.from_dict({**c.to_dict(), "nonsense": 1})
