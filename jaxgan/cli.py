@@ -1,7 +1,10 @@
 """Command-line parsing for `python -m jaxgan.train`: flags -> a validated Config.
 
 The flags are generated from `Config`'s fields, so every field is overridable.
-Bad input is one line on stderr and exit status 2, never a traceback.
+Bad input is one line on stderr and exit status 2, never a traceback. Exit status 1
+means training diverged (non-finite loss or parameters); 130 / 143 mean SIGINT /
+SIGTERM stopped it after saving a checkpoint. A workdir holding a checkpoint is resumed
+with the checkpoint's config; flags then only change `checkpoint.RESUMABLE_FIELDS`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import tempfile
 import typing
 from pathlib import Path
 
+from jaxgan import checkpoint
 from jaxgan import config as config_lib
 from jaxgan import data as data_lib
 
@@ -51,8 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train an MLP GAN on 28x28 grayscale images. Values start from --preset; any flag overrides one field.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--preset", default="small", help=f"one of: {', '.join(config_lib.PRESETS)}")
+    parser.add_argument(
+        "--preset", default=None, help=f"one of: {', '.join(config_lib.PRESETS)} (default: small, or the checkpoint's)"
+    )
     parser.add_argument("--workdir", default=None, help="where the run's files go (default: runs/<preset>)")
+    parser.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="--resume: continue from the workdir's latest checkpoint (which must exist); --no-resume: start over, "
+        "deleting its checkpoints; neither: resume when there is a checkpoint, else start afresh",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     fields = parser.add_argument_group("config overrides (default: the preset's value)")
     for field in dataclasses.fields(config_lib.Config):
@@ -63,12 +76,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def explicit_overrides(args: argparse.Namespace) -> dict:
+    """The config fields given on the command line (not the preset's name)."""
+    names = [f.name for f in dataclasses.fields(config_lib.Config) if f.name != "preset"]
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
 def config_from_args(args: argparse.Namespace) -> config_lib.Config:
     """The preset's config with every given flag applied, validated (ValueError if bad)."""
-    base = config_lib.preset(args.preset)
-    names = [f.name for f in dataclasses.fields(config_lib.Config) if f.name != "preset"]
-    overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    return base.replace(**overrides).validate()
+    base = config_lib.preset(args.preset or "small")
+    return base.replace(**explicit_overrides(args)).validate()
+
+
+def resume_config(saved: config_lib.Config, args: argparse.Namespace) -> config_lib.Config:
+    """The checkpoint's config with the flags given on the command line applied.
+
+    Flags may only change `checkpoint.RESUMABLE_FIELDS`; any other flag (or --preset)
+    that disagrees with the checkpoint is a CheckpointError naming it.
+    """
+    if args.preset is not None and args.preset != saved.preset:
+        raise checkpoint.CheckpointError(
+            f"--preset {args.preset} conflicts with the checkpoint, which has preset={saved.preset} "
+            "(use another --workdir, or --no-resume to start over)"
+        )
+    config = saved.replace(**explicit_overrides(args)).validate()
+    checkpoint.check_resumable(saved, config)
+    return config
 
 
 def prepare_workdir(workdir: str | Path) -> Path:
@@ -94,6 +127,11 @@ def parse(argv: list[str] | None = None) -> tuple[config_lib.Config, Path, argpa
     except ValueError as err:
         raise UsageError(str(err)) from None
     workdir = prepare_workdir(args.workdir or os.path.join("runs", config.preset))
+    if args.resume is not False and checkpoint.has_checkpoint(workdir):
+        try:
+            config = resume_config(checkpoint.read_config(workdir), args)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
     return config, workdir, args
 
 
@@ -103,11 +141,17 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config, workdir, args = parse(argv)
-        loop.fit(config, workdir, progress=not args.no_progress)
-    except (UsageError, data_lib.DataError) as err:
+        loop.fit(config, workdir, progress=not args.no_progress, resume=args.resume)
+    except (UsageError, data_lib.DataError, checkpoint.CheckpointError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
+    except loop.Diverged as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 1
+    except loop.Interrupted as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
+        return 128 + err.signum
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        print(f"{PROG}: interrupted; the last complete checkpoint (if any) is kept", file=sys.stderr)
         return 130
     return 0

@@ -43,6 +43,8 @@ class Config:
     sample_every: int = _field(1, "write a sample grid every N epochs (and always at the end)")
     grid_size: int = _field(8, "sample grids are grid_size x grid_size images")
     log_every: int = _field(100, "steps per progress-bar update (one XLA call each)")
+    checkpoint_every: int = _field(1, "save a checkpoint every N epochs (and always at the end)")
+    keep_checkpoints: int = _field(3, "how many of the latest checkpoints to keep")
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -57,7 +59,16 @@ class Config:
 
     def validate(self) -> Config:
         """Raise ValueError with a one-line message naming the first bad field."""
-        for name in ("latent_dim", "batch_size", "epochs", "sample_every", "grid_size", "log_every"):
+        for name in (
+            "latent_dim",
+            "batch_size",
+            "epochs",
+            "sample_every",
+            "grid_size",
+            "log_every",
+            "checkpoint_every",
+            "keep_checkpoints",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("g_hidden", "d_hidden"):

@@ -9,24 +9,28 @@ Metrics come back to the host once per call, which is also when the progress bar
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxgan import checkpoint, steps, visualize
 from jaxgan import data as data_lib
-from jaxgan import steps, visualize
 from jaxgan.config import Config
 
 METRIC_NAMES = ("d_loss", "g_loss", "d_real", "d_fake")
 
 
 class RunPaths:
-    """Where a run writes: DIR/config.json, metrics.jsonl, losses.png, samples/epoch_XXXX.png."""
+    """Where a run writes: DIR/config.json, metrics.jsonl, losses.png, samples/epoch_XXXX.png
+    and checkpoints/epoch_XXXX/ (see `jaxgan.checkpoint`)."""
 
     def __init__(self, workdir: str | Path):
         self.workdir = Path(workdir)
@@ -47,6 +51,92 @@ def format_epoch_line(row: dict, epochs: int) -> str:
     )
 
 
+class Diverged(Exception):
+    """Training produced a non-finite loss or parameter; the message names the epoch and metric."""
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM stopped the run after a checkpoint was saved."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+class StopOnSignal:
+    """Turns the first SIGINT/SIGTERM into a request to stop at the next epoch boundary.
+
+    A second signal restores the default handlers and stops at once (KeyboardInterrupt),
+    keeping the last checkpoint. Outside the main thread signals cannot be caught; then
+    this does nothing.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, notify: Callable[[str], None]):
+        self.notify = notify
+        self.signum: int | None = None
+        self.previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        self.previous = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum is not None:
+            self.__exit__()
+            raise KeyboardInterrupt
+        self.signum = signum
+        self.notify(
+            f"received {signal.Signals(signum).name}: stopping after this epoch and saving a checkpoint "
+            "(send it again to stop at once, keeping the last checkpoint)"
+        )
+
+
+@jax.jit
+def all_finite(tree) -> jax.Array:
+    """True when every leaf of `tree` is finite (one scalar, computed on the device)."""
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
+
+
+def check_finite(metrics: dict, first_step: int, epoch: int) -> None:
+    """Diverged naming the first step and metric that is not finite in a chunk's (n,) metrics."""
+    for i in range(len(metrics["d_loss"])):
+        for name in METRIC_NAMES:
+            if not np.isfinite(metrics[name][i]):
+                raise Diverged(f"{name} is {metrics[name][i]} at step {first_step + i + 1} (epoch {epoch})")
+
+
+def resume_point(
+    checkpointer: checkpoint.Checkpointer, config: Config, resume: bool | None, log: Callable[[str], None]
+) -> checkpoint.Restored | None:
+    """The checkpoint to continue from, or None to start afresh.
+
+    resume None: the latest checkpoint if there is one; True: the latest, which must
+    exist; False: start over, deleting the run's old checkpoints.
+    """
+    epochs = checkpointer.epochs()
+    if resume is False:
+        if epochs:
+            log(f"--no-resume: deleting {len(epochs)} old checkpoint(s) in {checkpointer.directory}")
+            for epoch in epochs:
+                checkpointer.manager.delete(epoch)
+        return None
+    if not epochs:
+        if resume:
+            raise checkpoint.CheckpointError(f"--resume: no checkpoint to resume from in {checkpointer.directory}")
+        return None
+    restored = checkpointer.restore()
+    checkpoint.check_resumable(restored.state.config, config)
+    return restored
+
+
 def fit(
     config: Config,
     workdir: str | Path,
@@ -54,71 +144,138 @@ def fit(
     dataset: data_lib.Dataset | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    resume: bool | None = None,
 ) -> tuple[steps.GANState, list[dict]]:
-    """Train `config` for config.epochs epochs, writing the run's files to `workdir`.
+    """Train `config` for config.epochs epochs in total, writing the run's files to `workdir`.
 
-    Returns the final state and the per-epoch metric rows (also in metrics.jsonl).
+    Continues from the latest checkpoint in `workdir` when there is one (see
+    `resume_point` for `resume`), bit for bit as if never stopped. Saves a checkpoint
+    every config.checkpoint_every epochs, at the end, and when SIGINT/SIGTERM asks to
+    stop (then raises Interrupted). Raises Diverged on a non-finite loss or parameter,
+    keeping the checkpoints saved before it, and CheckpointError for a checkpoint that
+    cannot be used. Returns the final state and the per-epoch metric rows (also in
+    metrics.jsonl).
     """
     log = log or (lambda msg: tqdm.write(msg, file=sys.stdout))
     paths = RunPaths(workdir)
     paths.samples.mkdir(parents=True, exist_ok=True)
-    if dataset is None:
-        dataset = data_lib.load(config.dataset, config.data_dir, notify=log)
-    num_examples, batch_size = len(dataset.images), config.batch_size
-    steps_per_epoch = num_examples // batch_size
-    if steps_per_epoch == 0:
-        raise data_lib.DataError(f"batch_size {batch_size} is larger than the {num_examples} images of {dataset.name}")
-    paths.config.write_text(json.dumps({**config.to_dict(), "dataset_resolved": dataset.name}, indent=2) + "\n")
-    paths.metrics.write_text("")
-
-    images = jax.device_put(dataset.images)  # (N, 28, 28, 1), stays on the device
-    state = steps.create_state(config, config.seed)
-    run_steps = jax.jit(steps.train_steps, donate_argnums=0)
-    batch_indices = jax.jit(steps.epoch_batch_indices, static_argnums=(2, 3))
-    sample = jax.jit(steps.generate, static_argnums=0)
-    fixed_noise = steps.sample_noise(state, config.grid_size**2)
-    chunk = min(config.log_every, steps_per_epoch)
-    log(
-        f"jaxgan: preset {config.preset}, {dataset.name} ({num_examples:,} images), batch {batch_size}, "
-        f"{steps_per_epoch} steps/epoch, {config.epochs} epochs on {jax.devices()[0].platform.upper()} -> {paths.workdir}"
-    )
-
-    history: list[dict] = []
-    for epoch in range(1, config.epochs + 1):
-        start = time.perf_counter()
-        indices = batch_indices(state.key, epoch - 1, num_examples, batch_size)  # (steps, B)
-        sums = dict.fromkeys(METRIC_NAMES, 0.0)
-        bar = tqdm(
-            total=steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", unit="step", leave=False, disable=not progress
-        )
-        for first in range(0, steps_per_epoch, chunk):
-            state, metrics = run_steps(state, images, indices[first : first + chunk])
-            metrics = jax.device_get(metrics)  # the one host sync per chunk
-            for name in METRIC_NAMES:
-                sums[name] += float(np.sum(metrics[name]))
-            bar.update(len(metrics["d_loss"]))
-            bar.set_postfix(d_loss=f"{metrics['d_loss'][-1]:.3f}", g_loss=f"{metrics['g_loss'][-1]:.3f}")
-        bar.close()
-        seconds = time.perf_counter() - start
-        row = {
-            "epoch": epoch,
-            "step": int(state.step),
-            **{name: sums[name] / steps_per_epoch for name in METRIC_NAMES},
-            "seconds": round(seconds, 4),
-            "images_per_s": round(steps_per_epoch * batch_size / seconds, 1),
-        }
-        history.append(row)
-        with paths.metrics.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        log(format_epoch_line(row, config.epochs))
-        if epoch % config.sample_every == 0 or epoch == config.epochs:
-            visualize.save_grid(
-                np.asarray(sample(config, state.g_params, fixed_noise)), paths.sample(epoch), config.grid_size
+    with checkpoint.Checkpointer(paths.workdir, keep=config.keep_checkpoints) as checkpointer:
+        start = resume_point(checkpointer, config, resume, log)
+        if start is not None and start.epoch >= config.epochs:
+            log(
+                f"{paths.workdir} has already trained {start.epoch} epochs (--epochs {config.epochs}): nothing to do; "
+                f"raise --epochs to train longer"
             )
+            return start.state, start.history
+        if dataset is None:
+            name = start.dataset if start is not None else config.dataset
+            dataset = data_lib.load(name, config.data_dir, notify=log)
+        num_examples, batch_size = len(dataset.images), config.batch_size
+        steps_per_epoch = num_examples // batch_size
+        if steps_per_epoch == 0:
+            raise data_lib.DataError(
+                f"batch_size {batch_size} is larger than the {num_examples} images of {dataset.name}"
+            )
+        if start is not None and (start.dataset, start.num_examples) != (dataset.name, num_examples):
+            raise checkpoint.CheckpointError(
+                f"the checkpoint was trained on {start.dataset} ({start.num_examples:,} images), "
+                f"not {dataset.name} ({num_examples:,} images)"
+            )
+        paths.config.write_text(json.dumps({**config.to_dict(), "dataset_resolved": dataset.name}, indent=2) + "\n")
+        history = list(start.history) if start is not None else []
+        # metrics.jsonl holds exactly the epochs of the state we continue from.
+        paths.metrics.write_text("".join(json.dumps(row) + "\n" for row in history))
+
+        images = jax.device_put(dataset.images)  # (N, 28, 28, 1), stays on the device
+        state = start.state if start is not None else steps.create_state(config, config.seed)
+        state = state.replace(config=config)  # the resumable fields may have changed
+        first_epoch = start.epoch + 1 if start is not None else 1
+        if int(state.step) != (first_epoch - 1) * steps_per_epoch:
+            raise checkpoint.CheckpointError(
+                f"checkpoint step {int(state.step)} is not epoch {first_epoch - 1} x {steps_per_epoch} steps"
+            )
+        run_steps = jax.jit(steps.train_steps, donate_argnums=0)
+        batch_indices = jax.jit(steps.epoch_batch_indices, static_argnums=(2, 3))
+        sample = jax.jit(steps.generate, static_argnums=0)
+        fixed_noise = steps.sample_noise(state, config.grid_size**2)
+        chunk = min(config.log_every, steps_per_epoch)
+        resumed = f", resuming after epoch {start.epoch}" if start is not None else ""
+        log(
+            f"jaxgan: preset {config.preset}, {dataset.name} ({num_examples:,} images), batch {batch_size}, "
+            f"{steps_per_epoch} steps/epoch, {config.epochs} epochs{resumed} on "
+            f"{jax.devices()[0].platform.upper()} -> {paths.workdir}"
+        )
+
+        def save(state: steps.GANState, epoch: int) -> Path:
+            return checkpointer.save(state, epoch, dataset=dataset.name, num_examples=num_examples, history=history)
+
+        last_saved = start.epoch if start is not None else None
+        with StopOnSignal(log) as stop:
+            for epoch in range(first_epoch, config.epochs + 1):
+                start_time = time.perf_counter()
+                indices = batch_indices(state.key, epoch - 1, num_examples, batch_size)  # (steps, B)
+                sums = dict.fromkeys(METRIC_NAMES, 0.0)
+                bar = tqdm(
+                    total=steps_per_epoch,
+                    desc=f"epoch {epoch}/{config.epochs}",
+                    unit="step",
+                    leave=False,
+                    disable=not progress,
+                )
+                try:
+                    for first in range(0, steps_per_epoch, chunk):
+                        state, metrics = run_steps(state, images, indices[first : first + chunk])
+                        metrics = jax.device_get(metrics)  # the one host sync per chunk
+                        check_finite(metrics, (epoch - 1) * steps_per_epoch + first, epoch)
+                        for name in METRIC_NAMES:
+                            sums[name] += float(np.sum(metrics[name]))
+                        bar.update(len(metrics["d_loss"]))
+                        bar.set_postfix(d_loss=f"{metrics['d_loss'][-1]:.3f}", g_loss=f"{metrics['g_loss'][-1]:.3f}")
+                    if not all_finite((state.g_params, state.d_params)):
+                        raise Diverged(f"the parameters are not finite after epoch {epoch}")
+                except Diverged as err:
+                    checkpointer.wait()
+                    kept = (
+                        f"the last good checkpoint is epoch {last_saved} ({checkpoint.step_path(checkpointer.directory, last_saved)})"
+                        if last_saved is not None
+                        else "no checkpoint had been saved yet"
+                    )
+                    raise Diverged(f"training diverged: {err}; {kept}. Try a smaller --lr") from None
+                finally:
+                    bar.close()
+                seconds = time.perf_counter() - start_time
+                row = {
+                    "epoch": epoch,
+                    "step": int(state.step),
+                    **{name: sums[name] / steps_per_epoch for name in METRIC_NAMES},
+                    "seconds": round(seconds, 4),
+                    "images_per_s": round(steps_per_epoch * batch_size / seconds, 1),
+                }
+                history.append(row)
+                with paths.metrics.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                log(format_epoch_line(row, config.epochs))
+                if epoch % config.sample_every == 0 or epoch == config.epochs:
+                    visualize.save_grid(
+                        np.asarray(sample(config, state.g_params, fixed_noise)), paths.sample(epoch), config.grid_size
+                    )
+                if epoch % config.checkpoint_every == 0 or epoch == config.epochs or stop.signum is not None:
+                    saved_at = save(state, epoch)
+                    last_saved = epoch
+                if stop.signum is not None and epoch < config.epochs:
+                    checkpointer.wait()
+                    name = signal.Signals(stop.signum).name
+                    raise Interrupted(
+                        f"stopped by {name} after epoch {epoch}/{config.epochs}; checkpoint saved in {saved_at}. "
+                        f"Resume with: python -m jaxgan.train --workdir {paths.workdir}",
+                        stop.signum,
+                    )
     visualize.plot_history(history, paths.losses)
     final = history[-1]
+    trained = history[first_epoch - 1 :]
     log(
-        f"done: {config.epochs} epochs, {int(state.step)} steps in {sum(r['seconds'] for r in history):.1f}s; "
-        f"final D loss {final['d_loss']:.4f}, G loss {final['g_loss']:.4f}; samples in {paths.samples}"
+        f"done: {config.epochs} epochs, {int(state.step)} steps ({len(trained)} epochs in "
+        f"{sum(r['seconds'] for r in trained):.1f}s this run); final D loss {final['d_loss']:.4f}, "
+        f"G loss {final['g_loss']:.4f}; samples in {paths.samples}, checkpoints in {checkpointer.directory}"
     )
     return state, history
