@@ -214,7 +214,7 @@ def fit(
             for epoch in range(first_epoch, config.epochs + 1):
                 start_time = time.perf_counter()
                 indices = batch_indices(state.key, epoch - 1, num_examples, batch_size)  # (steps, B)
-                sums = dict.fromkeys(METRIC_NAMES, 0.0)
+                per_step = {name: [] for name in METRIC_NAMES}  # host arrays, one per chunk
                 bar = tqdm(
                     total=steps_per_epoch,
                     desc=f"epoch {epoch}/{config.epochs}",
@@ -228,7 +228,7 @@ def fit(
                         metrics = jax.device_get(metrics)  # the one host sync per chunk
                         check_finite(metrics, (epoch - 1) * steps_per_epoch + first, epoch)
                         for name in METRIC_NAMES:
-                            sums[name] += float(np.sum(metrics[name]))
+                            per_step[name].append(metrics[name])
                         bar.update(len(metrics["d_loss"]))
                         bar.set_postfix(d_loss=f"{metrics['d_loss'][-1]:.3f}", g_loss=f"{metrics['g_loss'][-1]:.3f}")
                     if not all_finite((state.g_params, state.d_params)):
@@ -247,7 +247,8 @@ def fit(
                 row = {
                     "epoch": epoch,
                     "step": int(state.step),
-                    **{name: sums[name] / steps_per_epoch for name in METRIC_NAMES},
+                    # Means over the epoch's steps in one fixed order: the same for any log_every.
+                    **{name: float(np.mean(np.concatenate(per_step[name]), dtype=np.float64)) for name in METRIC_NAMES},
                     "seconds": round(seconds, 4),
                     "images_per_s": round(steps_per_epoch * batch_size / seconds, 1),
                 }

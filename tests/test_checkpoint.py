@@ -1,0 +1,169 @@
+"""Checkpoints: save/restore of the whole state, exact resume, conflicts and corruption."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from jaxgan import checkpoint, cli, loop, steps
+from jaxgan.config import preset
+from jaxgan.data import Dataset
+
+TIMING = ("seconds", "images_per_s")
+
+
+@pytest.fixture(scope="module")
+def data_640(mnist_5k):
+    """The first 640 digits: 20 steps per epoch of the tiny preset."""
+    return Dataset(mnist_5k.images[:640], mnist_5k.labels[:640], "mnist-5k")
+
+
+def leaves(state):
+    return jax.tree.leaves(checkpoint.state_to_tree(state))
+
+
+def assert_same_state(a, b):
+    assert a.config == b.config
+    la, lb = leaves(a), leaves(b)
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb, strict=True):
+        assert np.asarray(x).dtype == np.asarray(y).dtype
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def rows(workdir):
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
+
+
+def fit(config, workdir, data, **kwargs):
+    log = []
+    state, history = loop.fit(config, workdir, dataset=data, progress=False, log=log.append, **kwargs)
+    return state, history, "\n".join(log)
+
+
+def test_roundtrip_restores_every_array_and_the_key(tmp_path, tiny_config, data_640):
+    state = steps.create_state(tiny_config, 7)
+    step = jax.jit(steps.train_step_keyed)
+    state, _ = step(state, data_640.images[:32])  # non-trivial Adam state
+    history = [{"epoch": 1, "d_loss": 1.0}]
+    with checkpoint.Checkpointer(tmp_path) as ckpt:
+        path = ckpt.save(state, 1, dataset="mnist-5k", num_examples=640, history=history)
+    assert path == tmp_path.absolute() / "checkpoints" / "epoch_0001"
+    restored = checkpoint.load(tmp_path)
+    assert (restored.epoch, restored.dataset, restored.num_examples, restored.history) == (1, "mnist-5k", 640, history)
+    assert_same_state(restored.state, state)
+    assert jax.dtypes.issubdtype(restored.state.key.dtype, jax.dtypes.prng_key)
+    assert int(restored.state.step) == 1
+    # Restored arrays behave like fresh ones: the next step agrees bit for bit.
+    a, _ = step(state, data_640.images[32:64])
+    b, _ = step(restored.state, data_640.images[32:64])
+    assert_same_state(a, b)
+
+
+def test_keeps_only_the_latest_k(tmp_path, tiny_config):
+    state = steps.create_state(tiny_config, 0)
+    with checkpoint.Checkpointer(tmp_path, keep=2) as ckpt:
+        for epoch in range(1, 5):
+            ckpt.save(state, epoch, dataset="mnist-5k", num_examples=640, history=[])
+        ckpt.wait()
+        assert ckpt.epochs() == [3, 4]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch_0003", "epoch_0004"]
+
+
+def test_load_state_without_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(checkpoint.CheckpointError, match="has no checkpoint"):
+        checkpoint.load_state(tmp_path)
+    with pytest.raises(checkpoint.CheckpointError, match="does not exist"):
+        checkpoint.load_state(tmp_path / "missing")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, data_640):
+    """An uninterrupted 4-epoch run, and 2 epochs + a resumed 2 (with other log_every)."""
+    config = preset("tiny").replace(epochs=4, checkpoint_every=1)
+    whole, split = tmp_path_factory.mktemp("whole"), tmp_path_factory.mktemp("split")
+    state_whole, _, _ = fit(config, whole, data_640)
+    fit(config.replace(epochs=2), split, data_640)
+    state_split, history_split, log = fit(config.replace(log_every=7), split, data_640)
+    return config, whole, split, state_whole, state_split, history_split, log
+
+
+def test_resume_is_bit_identical(runs):
+    config, whole, split, state_whole, state_split, history_split, log = runs
+    assert "resuming after epoch 2" in log
+    assert_same_state(state_whole, state_split.replace(config=config))
+    assert rows(whole) == rows(split)
+    assert [r["epoch"] for r in history_split] == [1, 2, 3, 4]
+    for epoch in range(1, 5):
+        name = f"samples/epoch_{epoch:04d}.png"
+        assert (whole / name).read_bytes() == (split / name).read_bytes(), name
+    with checkpoint.Checkpointer(whole) as a, checkpoint.Checkpointer(split) as b:
+        assert a.read_meta(4)["checksum"] == b.read_meta(4)["checksum"]
+
+
+def test_resuming_a_finished_run_says_so_and_changes_nothing(runs, data_640):
+    config, _, split, *_ = runs
+    before = (split / "metrics.jsonl").read_text()
+    state, history, log = fit(config, split, data_640)
+    assert "already trained 4 epochs" in log and "nothing to do" in log
+    assert len(history) == 4 and int(state.step) == 80
+    assert (split / "metrics.jsonl").read_text() == before
+
+
+@pytest.mark.parametrize(("change", "field"), [({"latent_dim": 8}, "latent_dim"), ({"lr": 1e-3}, "lr")])
+def test_conflicting_config_names_the_field(runs, data_640, change, field):
+    config, _, split, *_ = runs
+    with pytest.raises(checkpoint.CheckpointError, match=f"has {field}="):
+        fit(config.replace(epochs=5, **change), split, data_640)
+
+
+def test_cli_resumes_with_the_checkpoint_config_and_rejects_conflicts(tmp_path, capsys):
+    workdir = str(tmp_path / "run")
+    common = ["--workdir", workdir, "--no-progress"]
+    assert cli.main(["--preset", "tiny", "--dataset", "mnist-5k", "--epochs", "1", *common]) == 0
+    # No --preset: the checkpoint's config (tiny), with the new total of epochs.
+    config, _, _ = cli.parse(["--epochs", "2", *common])
+    assert (config.preset, config.latent_dim, config.epochs) == ("tiny", 16, 2)
+    capsys.readouterr()
+    assert cli.main(["--preset", "small", *common]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--preset small conflicts" in err and "preset=tiny" in err and "\n" not in err
+    assert cli.main(["--g-hidden", "64", *common]) == 2
+    assert "--g-hidden 64 conflicts with the checkpoint, which has g_hidden=32" in capsys.readouterr().err
+
+
+def test_resume_flag_needs_a_checkpoint_and_no_resume_starts_over(tmp_path, capsys, data_640):
+    assert cli.main(["--workdir", str(tmp_path), "--resume", "--preset", "tiny", "--dataset", "mnist-5k"]) == 2
+    assert "--resume: no checkpoint to resume from" in capsys.readouterr().err
+    config = preset("tiny").replace(epochs=2)
+    fit(config, tmp_path, data_640)
+    _, history, log = fit(config.replace(epochs=1, lr=1e-3), tmp_path, data_640, resume=False)
+    assert "deleting 2 old checkpoint(s)" in log
+    assert len(history) == 1 and len(rows(tmp_path)) == 1
+    assert checkpoint.load(tmp_path).epoch == 1
+
+
+def corrupt(step_dir, how):
+    """Damage every data file of a checkpoint's state: cut it in half, or zero its bytes."""
+    files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.stat().st_size > 0]
+    assert files
+    for path in files:
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2] if how == "truncate" else bytes(len(data)))
+
+
+@pytest.mark.parametrize("how", ["truncate", "zero"])
+def test_corrupt_checkpoint_names_the_usable_one(tmp_path, data_640, how):
+    config = preset("tiny").replace(epochs=3)
+    fit(config, tmp_path, data_640)
+    corrupt(tmp_path / "checkpoints" / "epoch_0003", how)
+    with pytest.raises(
+        checkpoint.CheckpointError, match=r"epoch_0003 is unusable: .*the checkpoint of epoch 2 is usable"
+    ):
+        fit(config.replace(epochs=4), tmp_path, data_640)
+    for epoch in (1, 2):
+        corrupt(tmp_path / "checkpoints" / f"epoch_{epoch:04d}", how)
+    with pytest.raises(checkpoint.CheckpointError, match="no older checkpoint is usable"):
+        checkpoint.load_state(tmp_path)
