@@ -167,3 +167,19 @@ def test_corrupt_checkpoint_names_the_usable_one(tmp_path, data_640, how):
         corrupt(tmp_path / "checkpoints" / f"epoch_{epoch:04d}", how)
     with pytest.raises(checkpoint.CheckpointError, match="no older checkpoint is usable"):
         checkpoint.load_state(tmp_path)
+
+
+def test_cli_bad_workdirs_and_checkpoints_exit_2_in_one_line(tmp_path, capsys, data_640):
+    a_file = tmp_path / "file"
+    a_file.write_text("not a run")
+    assert cli.main(["--workdir", str(a_file), "--preset", "tiny", "--dataset", "mnist-5k"]) == 2
+    assert "exists and is not a directory" in capsys.readouterr().err
+    assert a_file.read_text() == "not a run"
+    workdir = tmp_path / "run"
+    fit(preset("tiny").replace(epochs=1), workdir, data_640)
+    corrupt(workdir / "checkpoints" / "epoch_0001", "truncate")
+    metrics = (workdir / "metrics.jsonl").read_text()
+    assert cli.main(["--workdir", str(workdir), "--epochs", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "epoch_0001 is unusable" in err and "no older checkpoint is usable" in err
+    assert (workdir / "metrics.jsonl").read_text() == metrics
