@@ -113,6 +113,28 @@ def check_finite(metrics: dict, first_step: int, epoch: int) -> None:
                 raise Diverged(f"{name} is {metrics[name][i]} at step {first_step + i + 1} (epoch {epoch})")
 
 
+def run_epoch(state, images, indices, run_steps, *, epoch: int, chunk: int, bar) -> tuple[steps.GANState, dict]:
+    """Run one epoch's batches `indices` (steps, B) in jitted chunks of `chunk` steps.
+
+    Returns the new state and the epoch means of METRIC_NAMES; raises Diverged at the
+    first non-finite metric (checked per chunk) or parameter (checked at the end).
+    """
+    steps_per_epoch = len(indices)
+    per_step = {name: [] for name in METRIC_NAMES}  # host arrays, one per chunk
+    for first in range(0, steps_per_epoch, chunk):
+        state, metrics = run_steps(state, images, indices[first : first + chunk])
+        metrics = jax.device_get(metrics)  # the one host sync per chunk
+        check_finite(metrics, int(state.step) - len(metrics["d_loss"]), epoch)
+        for name in METRIC_NAMES:
+            per_step[name].append(metrics[name])
+        bar.update(len(metrics["d_loss"]))
+        bar.set_postfix(d_loss=f"{metrics['d_loss'][-1]:.3f}", g_loss=f"{metrics['g_loss'][-1]:.3f}")
+    if not all_finite((state.g_params, state.d_params)):
+        raise Diverged(f"the parameters are not finite after epoch {epoch}")
+    # Means over the epoch's steps in one fixed order: the same for any chunk size.
+    return state, {name: float(np.mean(np.concatenate(per_step[name]), dtype=np.float64)) for name in METRIC_NAMES}
+
+
 def resume_point(
     checkpointer: checkpoint.Checkpointer, config: Config, resume: bool | None, log: Callable[[str], None]
 ) -> checkpoint.Restored | None:
@@ -214,7 +236,6 @@ def fit(
             for epoch in range(first_epoch, config.epochs + 1):
                 start_time = time.perf_counter()
                 indices = batch_indices(state.key, epoch - 1, num_examples, batch_size)  # (steps, B)
-                per_step = {name: [] for name in METRIC_NAMES}  # host arrays, one per chunk
                 bar = tqdm(
                     total=steps_per_epoch,
                     desc=f"epoch {epoch}/{config.epochs}",
@@ -223,16 +244,7 @@ def fit(
                     disable=not progress,
                 )
                 try:
-                    for first in range(0, steps_per_epoch, chunk):
-                        state, metrics = run_steps(state, images, indices[first : first + chunk])
-                        metrics = jax.device_get(metrics)  # the one host sync per chunk
-                        check_finite(metrics, (epoch - 1) * steps_per_epoch + first, epoch)
-                        for name in METRIC_NAMES:
-                            per_step[name].append(metrics[name])
-                        bar.update(len(metrics["d_loss"]))
-                        bar.set_postfix(d_loss=f"{metrics['d_loss'][-1]:.3f}", g_loss=f"{metrics['g_loss'][-1]:.3f}")
-                    if not all_finite((state.g_params, state.d_params)):
-                        raise Diverged(f"the parameters are not finite after epoch {epoch}")
+                    state, means = run_epoch(state, images, indices, run_steps, epoch=epoch, chunk=chunk, bar=bar)
                 except Diverged as err:
                     checkpointer.wait()
                     kept = (
@@ -247,8 +259,7 @@ def fit(
                 row = {
                     "epoch": epoch,
                     "step": int(state.step),
-                    # Means over the epoch's steps in one fixed order: the same for any log_every.
-                    **{name: float(np.mean(np.concatenate(per_step[name]), dtype=np.float64)) for name in METRIC_NAMES},
+                    **means,
                     "seconds": round(seconds, 4),
                     "images_per_s": round(steps_per_epoch * batch_size / seconds, 1),
                 }
