@@ -31,15 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=PROG,
         description="Generate images with the generator of a trained run.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     # The generator's source. A converted PyTorch generator (`--from-pt FILE`, see
     # jaxgan.convert) joins this group and `load_generator`.
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--workdir", help="a training run's directory (its latest checkpoint is used)")
     parser.add_argument("--epoch", type=int, default=None, help="use the checkpoint of this epoch (default: latest)")
-    parser.add_argument("--num", type=int, default=64, help="how many images")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the noise; the same seed gives the same images")
+    parser.add_argument("--num", type=int, default=64, help="how many images (default: 64)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the noise; the same seed gives the same images (default: 0)"
+    )
     parser.add_argument(
         "--out", default=None, help="output file: .png grid, .npy or .npz arrays (default: WORKDIR/generated.png)"
     )

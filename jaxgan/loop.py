@@ -9,6 +9,7 @@ Metrics come back to the host once per call, which is also when the progress bar
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -66,8 +67,8 @@ class Interrupted(Exception):
 class StopOnSignal:
     """Turns the first SIGINT/SIGTERM into a request to stop at the next epoch boundary.
 
-    A second signal restores the default handlers and stops at once (KeyboardInterrupt),
-    keeping the last checkpoint. Outside the main thread signals cannot be caught; then
+    A second signal stops the process at once (exit 128 + signal number), keeping the
+    last complete checkpoint. Outside the main thread signals cannot be caught; then
     this does nothing.
     """
 
@@ -90,8 +91,15 @@ class StopOnSignal:
 
     def _handle(self, signum: int, frame) -> None:
         if self.signum is not None:
-            self.__exit__()
-            raise KeyboardInterrupt
+            # Stop now. os._exit, not an exception: an asynchronous save may be running in
+            # a background thread; it is left as a temporary directory, never half-committed.
+            print(
+                f"stopped at once by a second {signal.Signals(signum).name}; the last complete checkpoint is kept",
+                file=sys.stderr,
+                flush=True,
+            )
+            sys.stdout.flush()
+            os._exit(128 + signum)
         self.signum = signum
         self.notify(
             f"received {signal.Signals(signum).name}: stopping after this epoch and saving a checkpoint "
