@@ -94,9 +94,15 @@ def discriminate(config: Config, d_params: Params, images: jax.Array) -> jax.Arr
 
 
 def d_loss_fn(config: Config, d_params: Params, real: jax.Array, fake: jax.Array):
-    """BCE(D(real), 1) + BCE(D(fake), 0) -> (loss, (mean D(real), mean D(fake)))."""
-    real_logits = discriminate(config, d_params, real)
-    fake_logits = discriminate(config, d_params, fake)
+    """BCE(D(real), 1) + BCE(D(fake), 0) -> (loss, (mean D(real), mean D(fake))).
+
+    One discriminator pass over [real; fake] (2B, 28, 28, 1): each row's logit is the
+    same as in two separate passes, in half the kernel launches and with matmuls twice
+    as tall. The weight gradient then sums the 2B rows in one matmul instead of adding
+    two B-row sums, which may differ from two passes in the last bit.
+    """
+    logits = discriminate(config, d_params, jnp.concatenate([real, fake]))
+    real_logits, fake_logits = jnp.split(logits, 2)
     loss = bce_with_logits(real_logits, 1.0) + bce_with_logits(fake_logits, 0.0)
     return loss, (jax.nn.sigmoid(real_logits).mean(), jax.nn.sigmoid(fake_logits).mean())
 
