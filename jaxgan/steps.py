@@ -30,6 +30,7 @@ import optax
 
 from jaxgan.config import Config
 from jaxgan.models import Discriminator, Generator, init_params
+from jaxgan.optim import torch_adam
 
 Params = Any
 Metrics = dict[str, jax.Array]
@@ -58,8 +59,9 @@ class GANState:
 
 
 def optimizer(config: Config) -> optax.GradientTransformation:
-    """torch.optim.Adam(lr, betas=(beta1, beta2), eps=1e-8), the same for G and D."""
-    return optax.adam(config.lr, b1=config.beta1, b2=config.beta2, eps=1e-8)
+    """torch.optim.Adam(lr, betas=(beta1, beta2), eps=1e-8), the same for G and D, with
+    PyTorch's rounding (`jaxgan.optim.torch_adam`; optax.adam's state layout)."""
+    return torch_adam(config.lr, b1=config.beta1, b2=config.beta2, eps=1e-8)
 
 
 def create_state(config: Config, rng: jax.Array | int) -> GANState:
