@@ -174,17 +174,32 @@ def epoch_batch_indices(key: jax.Array, epoch: jax.Array | int, num_examples: in
     return perm[: steps * batch_size].reshape(steps, batch_size).astype(jnp.int32)
 
 
+def steps_noise(state: GANState, num_steps: int, batch_size: int) -> tuple[jax.Array, jax.Array]:
+    """`step_noise` of steps state.step ... state.step + num_steps - 1: (z_d, z_g), each (num_steps, B, latent_dim).
+
+    The same numbers as calling `step_noise` step by step (threefry is exact integer
+    arithmetic), drawn in one vectorised pass.
+    """
+    step_numbers = state.step + jnp.arange(num_steps, dtype=state.step.dtype)
+    return jax.vmap(lambda step: step_noise(state.replace(step=step), batch_size))(step_numbers)
+
+
 def train_steps(state: GANState, images: jax.Array, batch_indices: jax.Array) -> tuple[GANState, Metrics]:
     """Run `train_step_keyed` over each row of batch_indices in one `lax.scan`.
 
     images: (N, 28, 28, 1) device-resident dataset; batch_indices: (steps, B).
     Returns the final state and metrics stacked over steps, each (steps,).
+    The noise of all the steps is drawn before the loop (`steps_noise`): bit for bit the
+    noise `train_step_keyed` draws, without a small RNG computation inside every step
+    (about 4% of a step of preset small at B=64 on CPU).
     """
+    z_d, z_g = steps_noise(state, *batch_indices.shape)
 
-    def body(state, idx):
-        return train_step_keyed(state, images[idx])
+    def body(state, batch):
+        idx, z_d, z_g = batch
+        return train_step(state, images[idx], z_d, z_g)
 
-    return jax.lax.scan(body, state, batch_indices)
+    return jax.lax.scan(body, state, (batch_indices, z_d, z_g))
 
 
 def train_epoch(state: GANState, images: jax.Array) -> tuple[GANState, Metrics]:

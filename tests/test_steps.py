@@ -93,6 +93,21 @@ def test_scan_equals_a_loop_of_jitted_steps(tiny_images):
     assert tree_max_abs_diff(scanned.g_params, looped.g_params) < 1e-5
 
 
+def test_scan_with_noise_drawn_up_front_is_bitwise_a_scan_of_keyed_steps(tiny_images):
+    state = create_state(preset("tiny"), 0).replace(step=jnp.int32(7))  # noise depends on the step
+    indices = steps.epoch_batch_indices(state.key, 0, len(tiny_images), 32)
+    scanned, metrics = jax.jit(steps.train_steps)(state, tiny_images, indices)
+    keyed, keyed_metrics = jax.jit(
+        lambda s: jax.lax.scan(lambda s, i: steps.train_step_keyed(s, tiny_images[i]), s, indices)
+    )(state)
+    assert tree_max_abs_diff(scanned, keyed) == 0
+    assert all(np.array_equal(metrics[k], keyed_metrics[k]) for k in metrics)
+    z_d, z_g = steps.steps_noise(state, 3, 32)  # (3, 32, latent_dim) each
+    expected_d, expected_g = steps.step_noise(state.replace(step=state.step + 2), 32)
+    np.testing.assert_array_equal(z_d[2], expected_d)
+    np.testing.assert_array_equal(z_g[2], expected_g)
+
+
 def test_train_epoch_uses_the_epochs_shuffle_and_compiles_once(tiny_images):
     state = create_state(preset("tiny"), 0)
     epoch = jax.jit(steps.train_epoch)
