@@ -6,6 +6,7 @@ shared by several assertions; the one-device reference runs in this process.
 """
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -76,38 +77,46 @@ def reference(tmp_path_factory, mnist_5k) -> Path:
 
 
 @pytest.fixture(scope="module")
-def eight_devices(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """One process with 8 CPU devices: 1 data-parallel epoch, its resume to epoch 2, and a batch of 30."""
+def eight_devices(tmp_path_factory, reference) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """One process with 8 CPU devices: a data-parallel epoch; its resume to epoch 2 on one device;
+    the one-device reference's epoch-1 checkpoint resumed to epoch 2 data-parallel; a batch of 30."""
     workdir = tmp_path_factory.mktemp("eight") / "run"
+    from_one = workdir.parent / "from_one_device"
+    shutil.copytree(reference, from_one)
+    shutil.rmtree(checkpoint.step_path(checkpoint.checkpoint_dir(from_one), 2))
     runs = [
         f"{FLAGS} --workdir {workdir} --epochs 1 --data-parallel",
-        f"{FLAGS} --workdir {workdir} --epochs 2",  # the checkpoint's data_parallel=True
+        f"{FLAGS} --workdir {workdir} --epochs 2 --no-data-parallel",
+        f"{FLAGS} --workdir {from_one} --epochs 2 --data-parallel",
         f"{FLAGS} --workdir {workdir}-bad --data-parallel --batch-size 30",
     ]
     proc = subprocess.run(
         [*CHILD, *runs], capture_output=True, text=True, env=child_env(8), cwd=workdir.parent, timeout=600
     )
-    return workdir, proc
+    return workdir, from_one, proc
 
 
 @pytest.mark.slow
 def test_eight_devices_equal_one(eight_devices, reference):
-    workdir, proc = eight_devices
-    assert proc.stdout.count("exit 0") == 2, proc.stderr
-    assert "on 8 CPU devices (data-parallel)" in proc.stdout
+    workdir, _, proc = eight_devices
+    assert proc.stdout.count("exit 0") == 3, proc.stderr
+    assert "1 epochs on 8 CPU devices (data-parallel)" in proc.stdout
     assert_same_run(workdir, reference, epoch=1)
 
 
 @pytest.mark.slow
-def test_resumed_eight_device_run_equals_one_device(eight_devices, reference):
-    workdir, proc = eight_devices
-    assert "resuming after epoch 1" in proc.stdout, proc.stderr
+def test_resume_on_another_device_count_equals_one_device(eight_devices, reference):
+    """Checkpoints do not depend on the device count: 8 -> 1 and 1 -> 8 devices."""
+    workdir, from_one, proc = eight_devices
+    assert "resuming after epoch 1 on CPU ->" in proc.stdout, proc.stderr
+    assert "resuming after epoch 1 on 8 CPU devices (data-parallel)" in proc.stdout, proc.stderr
     assert_same_run(workdir, reference, epoch=2)
+    assert_same_run(from_one, reference, epoch=2)
 
 
 @pytest.mark.slow
 def test_batch_not_divisible_by_devices_is_a_one_line_error(eight_devices):
-    _, proc = eight_devices
+    *_, proc = eight_devices
     assert proc.stdout.splitlines()[-1] == "exit 2"
     error = proc.stderr.strip().splitlines()[-1]
     assert error == (
