@@ -45,6 +45,7 @@ RESUMABLE_FIELDS = (
     "checkpoint_every",
     "keep_checkpoints",
     "data_dir",
+    "data_parallel",  # the same numbers up to float32 reduction order; restoring re-shards
     "eval_every",
 )
 

@@ -17,7 +17,7 @@ import tempfile
 import typing
 from pathlib import Path
 
-from jaxgan import checkpoint
+from jaxgan import checkpoint, parallel
 from jaxgan import config as config_lib
 from jaxgan import data as data_lib
 
@@ -67,13 +67,48 @@ def build_parser() -> argparse.ArgumentParser:
         "deleting its checkpoints; neither: resume when there is a checkpoint, else start afresh",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    hosts = parser.add_argument_group(
+        "several processes or hosts (jax.distributed; use with --data-parallel)",
+        "Any of these calls jax.distributed.initialize before training. Unset values come from "
+        "JAXGAN_COORDINATOR_ADDRESS, JAXGAN_NUM_PROCESSES, JAXGAN_PROCESS_ID; with none of them, "
+        "JAX detects the cluster (SLURM, Open MPI, ...).",
+    )
+    hosts.add_argument("--distributed", action="store_true", help="join a multi-process run")
+    hosts.add_argument("--coordinator-address", default=None, help="HOST:PORT of process 0's coordinator service")
+    hosts.add_argument("--num-processes", type=int, default=None, help="how many processes the run has")
+    hosts.add_argument("--process-id", type=int, default=None, help="this process's index, 0 .. num_processes-1")
     fields = parser.add_argument_group("config overrides (default: the preset's value)")
+    hints = typing.get_type_hints(config_lib.Config)
     for field in dataclasses.fields(config_lib.Config):
         if field.name == "preset":
             continue
         flag = "--" + field.name.replace("_", "-")
-        fields.add_argument(flag, dest=field.name, type=_flag_type(field), default=None, help=field.metadata["help"])
+        if hints[field.name] is bool:
+            fields.add_argument(
+                flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None, help=field.metadata["help"]
+            )
+        else:
+            fields.add_argument(
+                flag, dest=field.name, type=_flag_type(field), default=None, help=field.metadata["help"]
+            )
     return parser
+
+
+def wants_distributed(args: argparse.Namespace) -> bool:
+    return args.distributed or any(
+        v is not None for v in (args.coordinator_address, args.num_processes, args.process_id)
+    )
+
+
+def initialize_distributed(args: argparse.Namespace) -> None:
+    """jax.distributed.initialize from the flags (UsageError for impossible values)."""
+    if args.num_processes is not None and args.num_processes < 1:
+        raise UsageError(f"--num-processes must be positive, got {args.num_processes}")
+    pid, count = args.process_id, args.num_processes
+    if pid is not None and (pid < 0 or (count is not None and pid >= count)):
+        span = f"0 .. {count - 1}" if count is not None else "0 .. num_processes-1"
+        raise UsageError(f"--process-id must be in {span}, got {pid}")
+    parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
 
 
 def explicit_overrides(args: argparse.Namespace) -> dict:
@@ -121,6 +156,8 @@ def prepare_workdir(workdir: str | Path) -> Path:
 def parse(argv: list[str] | None = None) -> tuple[config_lib.Config, Path, argparse.Namespace]:
     """argv -> (config, workdir, args), raising UsageError for any bad input."""
     args = build_parser().parse_args(argv)
+    if wants_distributed(args):  # before anything touches a device
+        initialize_distributed(args)
     try:
         config = config_from_args(args)
         data_lib.check_name(config.dataset, config.data_dir)
@@ -142,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config, workdir, args = parse(argv)
         loop.fit(config, workdir, progress=not args.no_progress, resume=args.resume)
-    except (UsageError, data_lib.DataError, checkpoint.CheckpointError) as err:
+    except (UsageError, data_lib.DataError, checkpoint.CheckpointError, parallel.ParallelError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
     except loop.Diverged as err:

@@ -49,6 +49,11 @@ class Config:
     checkpoint_every: int = _field(1, "save a checkpoint every N epochs (and always at the end)")
     keep_checkpoints: int = _field(3, "how many of the latest checkpoints to keep")
     eval_every: int = _field(0, "measure sample quality (jaxgan.metrics) every N epochs and at the end (0: off)")
+    # Devices. Explicit, not automatic when several devices are visible: a single-device
+    # run's results and compilations never change because more devices appeared.
+    data_parallel: bool = _field(
+        False, "shard each batch over every device (of every process); the batch size must divide by their number"
+    )
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

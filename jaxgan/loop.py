@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxgan import checkpoint, steps, visualize
+from jaxgan import checkpoint, parallel, steps, visualize
 from jaxgan import data as data_lib
 from jaxgan.config import Config
 
@@ -198,9 +198,15 @@ def fit(
     `jaxgan.metrics` join the rows of every eval_every-th and the last epoch, measured
     with `evaluator` (default: the dataset's, `metrics.Evaluator.for_dataset`).
     """
+    placement = parallel.Placement(config.data_parallel)
+    placement.check_batch_size(config.batch_size)
+    primary = parallel.is_primary()  # only process 0 writes files and logs
+    if not primary:
+        log, progress = (lambda msg: None), False
     log = log or (lambda msg: tqdm.write(msg, file=sys.stdout))
     paths = RunPaths(workdir)
-    paths.samples.mkdir(parents=True, exist_ok=True)
+    if primary:
+        paths.samples.mkdir(parents=True, exist_ok=True)
     with checkpoint.Checkpointer(paths.workdir, keep=config.keep_checkpoints) as checkpointer:
         start = resume_point(checkpointer, config, resume, log)
         if start is not None and start.epoch >= config.epochs:
@@ -212,6 +218,7 @@ def fit(
         if dataset is None:
             name = start.dataset if start is not None else config.dataset
             dataset = data_lib.load(name, config.data_dir, notify=log)
+        parallel.check_same_data(dataset.images)
         num_examples, batch_size = len(dataset.images), config.batch_size
         steps_per_epoch = num_examples // batch_size
         if steps_per_epoch == 0:
@@ -223,29 +230,30 @@ def fit(
                 f"the checkpoint was trained on {start.dataset} ({start.num_examples:,} images), "
                 f"not {dataset.name} ({num_examples:,} images)"
             )
-        paths.config.write_text(json.dumps({**config.to_dict(), "dataset_resolved": dataset.name}, indent=2) + "\n")
         history = list(start.history) if start is not None else []
-        # metrics.jsonl holds exactly the epochs of the state we continue from.
-        paths.metrics.write_text("".join(json.dumps(row) + "\n" for row in history))
+        if primary:
+            paths.config.write_text(json.dumps({**config.to_dict(), "dataset_resolved": dataset.name}, indent=2) + "\n")
+            # metrics.jsonl holds exactly the epochs of the state we continue from.
+            paths.metrics.write_text("".join(json.dumps(row) + "\n" for row in history))
 
-        images = jax.device_put(dataset.images)  # (N, 28, 28, 1), stays on the device
+        images = placement.replicate(dataset.images)  # (N, 28, 28, 1), stays on the device(s)
         state = start.state if start is not None else steps.create_state(config, config.seed)
-        state = state.replace(config=config)  # the resumable fields may have changed
+        state = placement.replicate(state.replace(config=config))  # the resumable fields may have changed
         first_epoch = start.epoch + 1 if start is not None else 1
         if int(state.step) != (first_epoch - 1) * steps_per_epoch:
             raise checkpoint.CheckpointError(
                 f"checkpoint step {int(state.step)} is not epoch {first_epoch - 1} x {steps_per_epoch} steps"
             )
-        run_steps = jax.jit(steps.train_steps, donate_argnums=0)
-        batch_indices = jax.jit(steps.epoch_batch_indices, static_argnums=(2, 3))
-        sample = jax.jit(steps.generate, static_argnums=0)
+        run_steps = placement.train_steps()
+        batch_indices = placement.batch_indices()
+        sample = placement.generate()
         fixed_noise = steps.sample_noise(state, config.grid_size**2)
         chunk = min(config.log_every, steps_per_epoch)
         resumed = f", resuming after epoch {start.epoch}" if start is not None else ""
         log(
             f"jaxgan: preset {config.preset}, {dataset.name} ({num_examples:,} images), batch {batch_size}, "
             f"{steps_per_epoch} steps/epoch, {config.epochs} epochs{resumed} on "
-            f"{jax.devices()[0].platform.upper()} -> {paths.workdir}"
+            f"{placement.describe()} -> {paths.workdir}"
         )
 
         def save(state: steps.GANState, epoch: int) -> Path:
@@ -295,15 +303,14 @@ def fit(
                     row.update(evaluate(state))
                     log(format_quality_line(row))
                 history.append(row)
-                with paths.metrics.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
+                if primary:
+                    with paths.metrics.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
                 log(format_epoch_line(row, config.epochs))
                 if epoch % config.sample_every == 0 or epoch == config.epochs:
-                    visualize.save_grid(
-                        np.asarray(sample(config, steps.sampling_params(state), fixed_noise)),
-                        paths.sample(epoch),
-                        config.grid_size,
-                    )
+                    grid = np.asarray(sample(config, steps.sampling_params(state), fixed_noise))  # every process
+                    if primary:
+                        visualize.save_grid(grid, paths.sample(epoch), config.grid_size)
                 if epoch % config.checkpoint_every == 0 or epoch == config.epochs or stop.signum is not None:
                     saved_at = save(state, epoch)
                     last_saved = epoch
@@ -315,9 +322,10 @@ def fit(
                         f"Resume with: python -m jaxgan.train --workdir {paths.workdir}",
                         stop.signum,
                     )
-    visualize.plot_history(history, paths.losses)
-    if any("fd" in row for row in history):
-        visualize.plot_quality(history, paths.quality)
+    if primary:
+        visualize.plot_history(history, paths.losses)
+        if any("fd" in row for row in history):
+            visualize.plot_quality(history, paths.quality)
     final = history[-1]
     trained = history[first_epoch - 1 :]
     log(

@@ -30,6 +30,7 @@ import optax
 
 from jaxgan.config import Config
 from jaxgan.models import Discriminator, Generator, init_params
+from jaxgan.optim import torch_adam
 
 Params = Any
 Metrics = dict[str, jax.Array]
@@ -61,8 +62,9 @@ class GANState:
 
 
 def optimizer(config: Config) -> optax.GradientTransformation:
-    """torch.optim.Adam(lr, betas=(beta1, beta2), eps=1e-8), the same for G and D."""
-    return optax.adam(config.lr, b1=config.beta1, b2=config.beta2, eps=1e-8)
+    """torch.optim.Adam(lr, betas=(beta1, beta2), eps=1e-8), the same for G and D, with
+    PyTorch's rounding (`jaxgan.optim.torch_adam`; optax.adam's state layout)."""
+    return torch_adam(config.lr, b1=config.beta1, b2=config.beta2, eps=1e-8)
 
 
 def create_state(config: Config, rng: jax.Array | int) -> GANState:
@@ -118,9 +120,15 @@ def discriminate(config: Config, d_params: Params, images: jax.Array) -> jax.Arr
 
 
 def d_loss_fn(config: Config, d_params: Params, real: jax.Array, fake: jax.Array):
-    """BCE(D(real), 1) + BCE(D(fake), 0) -> (loss, (mean D(real), mean D(fake)))."""
-    real_logits = discriminate(config, d_params, real)
-    fake_logits = discriminate(config, d_params, fake)
+    """BCE(D(real), 1) + BCE(D(fake), 0) -> (loss, (mean D(real), mean D(fake))).
+
+    One discriminator pass over [real; fake] (2B, 28, 28, 1): each row's logit is the
+    same as in two separate passes, in half the kernel launches and with matmuls twice
+    as tall. The weight gradient then sums the 2B rows in one matmul instead of adding
+    two B-row sums, which may differ from two passes in the last bit.
+    """
+    logits = discriminate(config, d_params, jnp.concatenate([real, fake]))
+    real_logits, fake_logits = jnp.split(logits, 2)
     loss = bce_with_logits(real_logits, 1.0) + bce_with_logits(fake_logits, 0.0)
     return loss, (jax.nn.sigmoid(real_logits).mean(), jax.nn.sigmoid(fake_logits).mean())
 
@@ -197,17 +205,32 @@ def epoch_batch_indices(key: jax.Array, epoch: jax.Array | int, num_examples: in
     return perm[: steps * batch_size].reshape(steps, batch_size).astype(jnp.int32)
 
 
+def steps_noise(state: GANState, num_steps: int, batch_size: int) -> tuple[jax.Array, jax.Array]:
+    """`step_noise` of steps state.step ... state.step + num_steps - 1: (z_d, z_g), each (num_steps, B, latent_dim).
+
+    The same numbers as calling `step_noise` step by step (threefry is exact integer
+    arithmetic), drawn in one vectorised pass.
+    """
+    step_numbers = state.step + jnp.arange(num_steps, dtype=state.step.dtype)
+    return jax.vmap(lambda step: step_noise(state.replace(step=step), batch_size))(step_numbers)
+
+
 def train_steps(state: GANState, images: jax.Array, batch_indices: jax.Array) -> tuple[GANState, Metrics]:
     """Run `train_step_keyed` over each row of batch_indices in one `lax.scan`.
 
     images: (N, 28, 28, 1) device-resident dataset; batch_indices: (steps, B).
     Returns the final state and metrics stacked over steps, each (steps,).
+    The noise of all the steps is drawn before the loop (`steps_noise`): bit for bit the
+    noise `train_step_keyed` draws, without a small RNG computation inside every step
+    (about 4% of a step of preset small at B=64 on CPU).
     """
+    z_d, z_g = steps_noise(state, *batch_indices.shape)
 
-    def body(state, idx):
-        return train_step_keyed(state, images[idx])
+    def body(state, batch):
+        idx, z_d, z_g = batch
+        return train_step(state, images[idx], z_d, z_g)
 
-    return jax.lax.scan(body, state, batch_indices)
+    return jax.lax.scan(body, state, (batch_indices, z_d, z_g))
 
 
 def train_epoch(state: GANState, images: jax.Array) -> tuple[GANState, Metrics]:

@@ -93,6 +93,21 @@ def test_scan_equals_a_loop_of_jitted_steps(tiny_images):
     assert tree_max_abs_diff(scanned.g_params, looped.g_params) < 1e-5
 
 
+def test_scan_with_noise_drawn_up_front_is_bitwise_a_scan_of_keyed_steps(tiny_images):
+    state = create_state(preset("tiny"), 0).replace(step=jnp.int32(7))  # noise depends on the step
+    indices = steps.epoch_batch_indices(state.key, 0, len(tiny_images), 32)
+    scanned, metrics = jax.jit(steps.train_steps)(state, tiny_images, indices)
+    keyed, keyed_metrics = jax.jit(
+        lambda s: jax.lax.scan(lambda s, i: steps.train_step_keyed(s, tiny_images[i]), s, indices)
+    )(state)
+    assert tree_max_abs_diff(scanned, keyed) == 0
+    assert all(np.array_equal(metrics[k], keyed_metrics[k]) for k in metrics)
+    z_d, z_g = steps.steps_noise(state, 3, 32)  # (3, 32, latent_dim) each
+    expected_d, expected_g = steps.step_noise(state.replace(step=state.step + 2), 32)
+    np.testing.assert_array_equal(z_d[2], expected_d)
+    np.testing.assert_array_equal(z_g[2], expected_g)
+
+
 def test_train_epoch_uses_the_epochs_shuffle_and_compiles_once(tiny_images):
     state = create_state(preset("tiny"), 0)
     epoch = jax.jit(steps.train_epoch)
@@ -122,3 +137,25 @@ def test_sample_noise_is_fixed_for_a_run():
     z = steps.sample_noise(state, 16)
     assert z.shape == (16, 16)
     np.testing.assert_array_equal(z, steps.sample_noise(state.replace(step=state.step + 100), 16))
+
+
+def test_d_loss_in_one_pass_matches_two_separate_passes(tiny_images):
+    """d_loss_fn runs D once on [real; fake]; the losses and gradients equal two passes up to rounding."""
+    config = preset("small")
+    state = create_state(config, 2)
+    real = tiny_images[:64]
+    fake = steps.generate(config, state.g_params, steps.step_noise(state, 64)[0])
+
+    def two_passes(d_params):
+        real_logits = steps.discriminate(config, d_params, real)
+        fake_logits = steps.discriminate(config, d_params, fake)
+        loss = steps.bce_with_logits(real_logits, 1.0) + steps.bce_with_logits(fake_logits, 0.0)
+        return loss, (jax.nn.sigmoid(real_logits).mean(), jax.nn.sigmoid(fake_logits).mean())
+
+    (loss, aux), grads = jax.value_and_grad(steps.d_loss_fn, argnums=1, has_aux=True)(
+        config, state.d_params, real, fake
+    )
+    (loss2, aux2), grads2 = jax.value_and_grad(two_passes, has_aux=True)(state.d_params)
+    np.testing.assert_allclose(loss, loss2, rtol=1e-6)
+    np.testing.assert_allclose(aux, aux2, rtol=1e-6)
+    assert tree_max_abs_diff(grads, grads2) < 1e-6

@@ -1,0 +1,90 @@
+"""One training epoch including the input pipeline.
+
+jaxgan: the data path of `jaxgan.loop.fit` (images device-resident, the epoch's shuffle
+computed on the device, `run_epoch`'s jitted chunks, metrics to the host once per chunk).
+Seeds: a `Dataset` with a per-sample transform (ToTensor + Normalize, written in plain torch)
+through `torch.utils.data.DataLoader(batch_size=64, shuffle=True)` feeding torch_ref's step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import torch_ref
+from benchmarks.timing import Timing, no_sync, time_calls
+from jaxgan import loop, steps
+from jaxgan.config import Config
+
+
+@dataclasses.dataclass(frozen=True)
+class EndToEnd:
+    jax_epoch: Timing  # seconds per epoch
+    torch_epoch: Timing  # at the fastest of the thread counts tried
+    torch_threads: int
+    jax_steps: int  # steps per epoch (jaxgan drops the last partial batch; the seeds keep it)
+    torch_steps: int
+
+
+class SeedsMNIST(torch.utils.data.Dataset):
+    """The seeds' `datasets.MNIST(transform=Compose([ToTensor(), Normalize((0.5,), (0.5,))]))`:
+    uint8 pixels, transformed one sample at a time into a (1, 28, 28) float tensor in [-1, 1]."""
+
+    def __init__(self, pixels: np.ndarray, labels: np.ndarray):
+        self.pixels = torch.from_numpy(pixels[..., 0])  # (N, 28, 28) uint8
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x = self.pixels[i].unsqueeze(0).to(torch.float32).div(255.0)  # ToTensor
+        return x.sub(0.5).div(0.5), int(self.labels[i])  # Normalize
+
+
+def bench(config: Config, pixels: np.ndarray, labels: np.ndarray, *, repeats: int, threads: list[int]) -> EndToEnd:
+    """Epoch wall time of both pipelines at config.batch_size on uint8 pixels (N, 28, 28, 1).
+
+    The seeds' loop runs at each of torch's `threads` counts; the fastest is reported.
+    """
+    # jaxgan, as fit() runs an epoch.
+    images = jax.device_put((pixels.astype(np.float32) / np.float32(255.0) - np.float32(0.5)) / np.float32(0.5))
+    num_examples, batch_size = len(pixels), config.batch_size
+    run_steps = jax.jit(steps.train_steps, donate_argnums=0)
+    batch_indices = jax.jit(steps.epoch_batch_indices, static_argnums=(2, 3))
+    chunk = min(config.log_every, num_examples // batch_size)
+    holder = {"state": steps.create_state(config, 0), "epoch": 0}
+
+    def jax_epoch():
+        holder["epoch"] += 1
+        indices = batch_indices(holder["state"].key, holder["epoch"] - 1, num_examples, batch_size)
+        with tqdm(disable=True) as bar:
+            holder["state"], means = loop.run_epoch(
+                holder["state"], images, indices, run_steps, epoch=holder["epoch"], chunk=chunk, bar=bar
+            )
+        return means  # host floats: run_epoch has synchronised
+
+    jax_timing = time_calls(jax_epoch, no_sync, repeats=repeats)
+
+    # The seeds' loop.
+    torch.manual_seed(0)
+    loader = torch.utils.data.DataLoader(SeedsMNIST(pixels, labels), batch_size=batch_size, shuffle=True)
+    state = torch_ref.create_state(config, 0)
+
+    def torch_epoch():
+        losses = []
+        for real, _ in loader:
+            z_d, z_g = torch.randn(real.shape[0], config.latent_dim), torch.randn(real.shape[0], config.latent_dim)
+            losses.append(torch_ref.train_step(state, real, z_d, z_g)["d_loss"])
+        return float(torch.stack(losses).mean())
+
+    by_threads = {}
+    for n in threads:
+        torch.set_num_threads(n)
+        by_threads[n] = time_calls(torch_epoch, no_sync, repeats=repeats)
+    best = min(by_threads, key=lambda n: by_threads[n].median_s)
+    return EndToEnd(jax_timing, by_threads[best], best, num_examples // batch_size, len(loader))

@@ -1,0 +1,367 @@
+"""`python -m benchmarks.throughput`: jaxgan vs torch_ref, side by side in one run.
+
+For each preset and batch size: jaxgan with one jitted call per step and with a whole
+epoch in one `lax.scan` call; torch_ref eager (at 1 thread and at all cores: the faster
+is the baseline) and `torch.compile` where asked; steps/s, images/s, the ratios, % of the
+matmul roofline measured in the same run, first-call (compile) times and peak memory.
+Then one end-to-end epoch per preset including the input pipeline, at the seeds' batch 64.
+
+Writes benchmarks/results/<device>.json and <device>.png, prints a table and a markdown
+version of it for the README. `--quick` is a seconds-long smoke run (CI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import jax
+import torch
+
+from benchmarks import end_to_end, jax_bench, torch_bench
+from benchmarks.timing import cpu_model, load_average
+from jaxgan import data as data_lib
+from jaxgan.config import preset
+
+RESULTS = Path(__file__).parent / "results"
+FULL = {
+    "presets": ["small", "wide", "deep"],  # small-beta09 has small's networks and step: same speed
+    "batch_sizes": [64, 128, 256, 1024],
+    "repeats": 5,
+    "matmul_n": 2048,
+    "examples": 5000,
+    "torch_compile": "target",
+}
+QUICK = {
+    "presets": ["tiny"],
+    "batch_sizes": [32],
+    "repeats": 2,
+    "matmul_n": 256,
+    "examples": 128,
+    "torch_compile": "off",
+}
+TARGET = ("small", 64)  # the issue's targets are for preset small at B=64 (roofline at B=256)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny preset, small batches, 2 repeats: a CI smoke run")
+    p.add_argument("--presets", nargs="+", help=f"presets to run (default {' '.join(FULL['presets'])})")
+    p.add_argument("--batch-sizes", nargs="+", type=int, help="batch sizes (default 64 128 256 1024)")
+    p.add_argument("--repeats", type=int, help="timed repeats per measurement, after one warm-up (default 5)")
+    p.add_argument("--examples", type=int, help="images of mnist-5k to use (default all 5000)")
+    p.add_argument("--matmul-n", type=int, help="size of the square matmul that measures the peak (default 2048)")
+    p.add_argument(
+        "--torch-compile",
+        choices=["off", "target", "all"],
+        help="torch.compile for no row, only small at B=64 (default; about a minute cold), or every row",
+    )
+    p.add_argument(
+        "--torch-threads", nargs="+", type=int, help="torch eager thread counts to try (default 1 and all cores)"
+    )
+    p.add_argument("--out", type=Path, default=RESULTS, help="directory for <device>.json and .png")
+    args = p.parse_args(argv)
+    defaults = QUICK if args.quick else FULL
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.torch_threads is None:
+        args.torch_threads = sorted({1, os.cpu_count() or 1})
+    if any(b <= 0 for b in args.batch_sizes) or args.repeats <= 0 or args.examples <= 0:
+        p.error("batch sizes, --repeats and --examples must be positive")
+    for name in args.presets:
+        try:
+            preset(name)
+        except ValueError as err:
+            p.error(str(err))
+    if max(args.batch_sizes) > args.examples:
+        p.error(f"batch size {max(args.batch_sizes)} is larger than --examples {args.examples}")
+    return args
+
+
+def steps_per_call(batch_size: int, quick: bool) -> int:
+    """Steps per timed call: about 3,200 images (at least 4 steps), so each call is well above timer noise."""
+    return 4 if quick else max(4, min(50, 3200 // batch_size))
+
+
+def torch_eager_best(config, images, threads: list[int], *, steps: int, repeats: int) -> dict:
+    """torch eager at each thread count; the fastest is the baseline of the ratios."""
+    by_threads = {}
+    for n in threads:
+        torch.set_num_threads(n)
+        by_threads[n] = torch_bench.bench_eager(config, images, steps_per_call=steps, repeats=repeats)
+    best = min(by_threads, key=lambda n: by_threads[n].step.median_s)
+    torch.set_num_threads(best)
+    return {"best_threads": best, "by_threads": by_threads}
+
+
+def run_row(name: str, batch_size: int, images_np, images, peak_flops: float, args) -> dict:
+    config = preset(name).replace(batch_size=batch_size)
+    n = steps_per_call(batch_size, args.quick)
+    jx = jax_bench.bench(config, images, steps_per_call=n, repeats=args.repeats)
+    eager = torch_eager_best(config, images_np, args.torch_threads, steps=n, repeats=args.repeats)
+    best = eager["by_threads"][eager["best_threads"]]
+    compiled = None
+    if args.torch_compile == "all" or (args.torch_compile == "target" and (name, batch_size) == TARGET):
+        compiled = torch_bench.bench_compiled(
+            config, images_np, steps_per_call=n, repeats=args.repeats, max_compile_s=30.0
+        )
+    torch_s = best.step.median_s
+    row = {
+        "preset": name,
+        "batch_size": batch_size,
+        "steps_per_call": n,
+        "jax_step_ms": jx.step.median_s * 1e3,
+        "jax_scan_ms": jx.scan.median_s * 1e3,
+        "torch_eager_ms": torch_s * 1e3,
+        "torch_eager_threads": eager["best_threads"],
+        "torch_eager_ms_by_threads": {str(k): v.step.median_s * 1e3 for k, v in eager["by_threads"].items()},
+        "torch_compile_ms": compiled.step.median_s * 1e3 if compiled and compiled.step else None,
+        "torch_compile_s": compiled.compile_s if compiled else None,
+        "torch_compile_error": compiled.error if compiled else None,
+        "jax_step_ratio": torch_s / jx.step.median_s,
+        "jax_scan_ratio": torch_s / jx.scan.median_s,
+        "jax_scan_images_per_s": batch_size / jx.scan.median_s,
+        "torch_eager_images_per_s": batch_size / torch_s,
+        "flops_per_step": jx.flops_per_step,
+        "roofline_step_pct": 100 * jx.flops_per_step / jx.step.median_s / peak_flops,
+        "roofline_scan_pct": 100 * jx.flops_per_step / jx.scan.median_s / peak_flops,
+        "jax_compile_s": jx.compile_s,
+        "jax_scan_compile_s": jx.scan_compile_s,
+        "torch_first_call_s": best.compile_s,
+        "jax_peak_mb": jx.peak_bytes / 2**20,
+        "torch_peak_mb": best.peak_bytes / 2**20 if best.peak_bytes else None,
+        "spread": {
+            "jax_step_ms_min_max": [jx.step.min_s * 1e3, jx.step.max_s * 1e3],
+            "jax_scan_ms_min_max": [jx.scan.min_s * 1e3, jx.scan.max_s * 1e3],
+            "torch_eager_ms_min_max": [best.step.min_s * 1e3, best.step.max_s * 1e3],
+        },
+    }
+    return row
+
+
+def fmt(x, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+COLUMNS = [
+    ("preset", "preset", "s"),
+    ("B", "batch_size", "d"),
+    ("jax step/s", "jax_step_ms", "rate"),
+    ("jax scan step/s", "jax_scan_ms", "rate"),
+    ("torch eager step/s", "torch_eager_ms", "rate"),
+    ("torch.compile step/s", "torch_compile_ms", "rate"),
+    ("scan/eager", "jax_scan_ratio", ".2f"),
+    ("step/eager", "jax_step_ratio", ".2f"),
+    ("jax img/s", "jax_scan_images_per_s", ",.0f"),
+    ("torch img/s", "torch_eager_images_per_s", ",.0f"),
+    ("MFLOP/step", "flops_per_step", "mflop"),
+    ("% roofline scan", "roofline_scan_pct", ".1f"),
+    ("jax compile s", "jax_compile_s", ".2f"),
+    ("torch 1st call s", "torch_first_call_s", ".3f"),
+    ("jax MB", "jax_peak_mb", ".1f"),
+    ("torch MB", "torch_peak_mb", ".1f"),
+]
+
+
+def cells(row: dict) -> list[str]:
+    out = []
+    for _, key, spec in COLUMNS:
+        value = row[key]
+        if spec == "rate":
+            out.append("-" if value is None else f"{1e3 / value:,.0f}")
+        elif spec == "mflop":
+            out.append(f"{value / 1e6:.1f}")
+        else:
+            out.append(fmt(value, spec))
+    return out
+
+
+def text_table(rows: list[dict]) -> str:
+    header = [title for title, _, _ in COLUMNS]
+    body = [cells(r) for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(header, *body, strict=True)]
+    lines = ["  ".join(x.rjust(w) for x, w in zip(line, widths, strict=True)) for line in [header, *body]]
+    return "\n".join(lines)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    header = [title for title, _, _ in COLUMNS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells(r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def e2e_markdown(e2e: list[dict]) -> str:
+    lines = [
+        "| preset | B | jaxgan epoch s | seeds' DataLoader epoch s | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {e['preset']} | {e['batch_size']} | {e['jax_epoch_s']:.3f} | {e['torch_epoch_s']:.3f} | {e['ratio']:.2f} |"
+        for e in e2e
+    ]
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, name in enumerate(dict.fromkeys(r["preset"] for r in rows)):
+        mine = [r for r in rows if r["preset"] == name]
+        bs = [r["batch_size"] for r in mine]
+        color = f"C{i}"
+        ax.plot(bs, [r["jax_scan_images_per_s"] for r in mine], "-o", color=color, label=f"{name}: jaxgan scan")
+        ax.plot(
+            bs,
+            [r["batch_size"] * 1e3 / r["jax_step_ms"] for r in mine],
+            ":^",
+            color=color,
+            label=f"{name}: jaxgan step",
+        )
+        ax.plot(bs, [r["torch_eager_images_per_s"] for r in mine], "--s", color=color, label=f"{name}: torch eager")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("training images / s")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def targets(rows: list[dict], e2e: list[dict]) -> dict:
+    """The issue's targets (preset small) against what this run measured; None where not measured."""
+
+    def find(b):
+        return next((r for r in rows if (r["preset"], r["batch_size"]) == ("small", b)), None)
+
+    at64, at256 = find(64), find(256)
+    small_e2e = next((e for e in e2e if e["preset"] == "small"), None)
+    return {
+        "scan_vs_torch_eager_at_64": {"target": 3.0, "measured": at64 and at64["jax_scan_ratio"]},
+        "end_to_end_epoch": {"target": 6.0, "measured": small_e2e and small_e2e["ratio"]},
+        "roofline_pct_at_256": {"target": 60.0, "measured": at256 and at256["roofline_scan_pct"]},
+        "first_call_compile_s": {"target": 3.0, "measured": at64 and at64["jax_compile_s"], "lower_is_better": True},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    threads = torch.get_num_threads()
+    try:
+        return run(args, argv)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run(args: argparse.Namespace, argv: list[str] | None) -> int:
+    started = time.perf_counter()
+    load_start = load_average()
+    device = jax_bench.device_name()
+    pixels, labels = data_lib.load_mnist_5k()
+    pixels, labels = pixels[: args.examples], labels[: args.examples]
+    images_np = data_lib.to_model_range(pixels)  # (N, 28, 28, 1) float32 in [-1, 1]
+    images = jax.device_put(images_np)
+    peak_flops = jax_bench.matmul_peak_flops(args.matmul_n, repeats=max(3, args.repeats))
+    print(
+        f"device {device} ({jax.devices()[0].device_kind}), matmul peak {peak_flops / 1e9:.1f} GFLOP/s "
+        f"({args.matmul_n}x{args.matmul_n} float32), load average {load_start}",
+        flush=True,
+    )
+    rows = []
+    for name in args.presets:
+        for batch_size in args.batch_sizes:
+            rows.append(run_row(name, batch_size, images_np, images, peak_flops, args))
+            print(text_table(rows[-1:]).splitlines()[-1], flush=True)
+    e2e = []
+    e2e_batch = 32 if args.quick else 64
+    for name in args.presets:
+        r = end_to_end.bench(
+            preset(name).replace(batch_size=e2e_batch), pixels, labels, repeats=args.repeats, threads=args.torch_threads
+        )
+        e2e.append(
+            {
+                "preset": name,
+                "batch_size": e2e_batch,
+                "jax_epoch_s": r.jax_epoch.median_s,
+                "torch_epoch_s": r.torch_epoch.median_s,
+                "ratio": r.torch_epoch.median_s / r.jax_epoch.median_s,
+                "jax_steps": r.jax_steps,
+                "torch_steps": r.torch_steps,
+                "torch_threads": r.torch_threads,
+            }
+        )
+    command = "python -m benchmarks.throughput " + " ".join(sys.argv[1:] if argv is None else argv)
+    result = {
+        "device": device,
+        "device_kind": jax.devices()[0].device_kind,
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "versions": {"python": sys.version.split()[0], "jax": jax.__version__, "torch": torch.__version__},
+        "command": command.strip(),
+        "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
+        "load_average_start": load_start,
+        "load_average_end": load_average(),
+        "quick": args.quick,
+        "repeats": args.repeats,
+        "examples": args.examples,
+        "matmul_n": args.matmul_n,
+        "matmul_peak_gflops": peak_flops / 1e9,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "rows": rows,
+        "end_to_end": e2e,
+        "targets": targets(rows, e2e),
+        "seconds": time.perf_counter() - started,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path = args.out / f"{device}.json"
+    json_path.write_text(json.dumps(result, indent=1, default=_jsonable) + "\n")
+    png_path = args.out / f"{device}.png"
+    plot(rows, png_path, f"{device}, {result['date_utc']} UTC, load {load_start}")
+
+    print()
+    print(text_table(rows))
+    print()
+    print(f"End to end, one epoch of {args.examples} images including the input pipeline:")
+    for e in e2e:
+        print(
+            f"  {e['preset']} B={e['batch_size']}: jaxgan {e['jax_epoch_s']:.3f} s ({e['jax_steps']} steps), "
+            f"seeds' DataLoader loop {e['torch_epoch_s']:.3f} s ({e['torch_steps']} steps): {e['ratio']:.2f}x"
+        )
+    print("\nTargets (preset small):")
+    for key, t in result["targets"].items():
+        measured = "not measured" if t["measured"] is None else f"{t['measured']:.2f}"
+        print(f"  {key}: {measured} (target {'<' if t.get('lower_is_better') else '>='} {t['target']})")
+    print(f"\nMarkdown for README.md ({json_path}, {png_path}):\n")
+    print(markdown_table(rows))
+    print()
+    print(e2e_markdown(e2e))
+    print(f"\n{time.perf_counter() - started:.0f} s in all")
+    return 0
+
+
+def _jsonable(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if dataclasses.is_dataclass(x):
+        return dataclasses.asdict(x)
+    return float(x)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""torch_ref's side: the eager step, torch.compile of it where that works, and its memory."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+
+import numpy as np
+import torch
+
+import torch_ref
+from benchmarks.timing import Timing, no_sync, time_calls, time_first_call
+from jaxgan.config import Config
+
+
+@dataclasses.dataclass(frozen=True)
+class TorchResult:
+    step: Timing | None  # seconds per step; None when it failed
+    compile_s: float | None  # first call (eager: lazy init; compiled: dynamo + inductor)
+    peak_bytes: int | None = None  # params + Adam state + batch + the step's allocation high-water mark
+    error: str | None = None  # why torch.compile is missing, in one line
+
+
+def state_bytes(state: torch_ref.TorchGAN) -> int:
+    """Bytes of both nets' parameters and both Adam states."""
+    tensors = [p for m in (state.generator, state.discriminator) for p in m.parameters()]
+    for opt in (state.g_opt, state.d_opt):
+        tensors += [t for s in opt.state.values() for t in s.values() if torch.is_tensor(t)]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def step_allocation_peak(step_fn) -> int:
+    """High-water mark of the memory a call allocates beyond what it started with, from torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step_fn()
+    events = sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start)
+    running = itertools.accumulate(e.self_cpu_memory_usage for e in events)
+    return max(running, default=0)
+
+
+def make_step(state: torch_ref.TorchGAN, images: torch.Tensor, batch_size: int, step_fn=torch_ref.train_step):
+    """A closure running one step on the next shuffled batch, with fresh noise, as jaxgan does on the device."""
+    generator = torch.Generator().manual_seed(0)
+    latent_dim = state.config.latent_dim
+
+    def one_step():
+        idx = torch.randint(0, images.shape[0], (batch_size,), generator=generator)
+        z_d, z_g = torch.randn(batch_size, latent_dim), torch.randn(batch_size, latent_dim)
+        return step_fn(state, images[idx], z_d, z_g)
+
+    return one_step
+
+
+def bench_eager(config: Config, images: np.ndarray, *, steps_per_call: int, repeats: int) -> TorchResult:
+    """torch_ref.train_step, eager, on images (N, 28, 28, 1) float32 in [-1, 1] held as one tensor."""
+    state = torch_ref.create_state(config, 0)
+    one_step = make_step(state, torch.from_numpy(images).permute(0, 3, 1, 2), config.batch_size)
+    compile_s, _ = time_first_call(one_step, no_sync)
+    peak = state_bytes(state) + step_allocation_peak(one_step)
+
+    def run_steps():
+        for _ in range(steps_per_call):
+            metrics = one_step()
+        return metrics
+
+    timing = time_calls(run_steps, no_sync, repeats=repeats).per(steps_per_call)
+    return TorchResult(timing, compile_s, peak)
+
+
+def bench_compiled(
+    config: Config, images: np.ndarray, *, steps_per_call: int, repeats: int, max_compile_s: float
+) -> TorchResult:
+    """torch.compile(torch_ref.train_step) (default mode, inductor): the time of its first call and per step.
+
+    Any failure is caught and reported. When the first call takes longer than max_compile_s,
+    one more call is timed instead of `repeats` (a recompile would otherwise dominate the run).
+    """
+    try:
+        torch._dynamo.reset()
+        state = torch_ref.create_state(config, 0)
+        compiled = torch.compile(torch_ref.train_step)
+        one_step = make_step(state, torch.from_numpy(images).permute(0, 3, 1, 2), config.batch_size, compiled)
+        compile_s, _ = time_first_call(one_step, no_sync)
+
+        def run_steps():
+            for _ in range(steps_per_call):
+                metrics = one_step()
+            return metrics
+
+        if compile_s > max_compile_s:
+            start = time.perf_counter()
+            run_steps()
+            seconds = time.perf_counter() - start
+            timing = Timing(seconds, seconds, seconds, 1).per(steps_per_call)
+        else:
+            timing = time_calls(run_steps, no_sync, repeats=repeats).per(steps_per_call)
+        return TorchResult(timing, compile_s)
+    except Exception as err:  # report any compiler failure as data, not a crash
+        return TorchResult(None, None, error=f"{type(err).__name__}: {str(err).splitlines()[0][:200]}")
