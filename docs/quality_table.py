@@ -7,7 +7,7 @@ For each preset and seed it trains the preset's default recipe on mnist-5k twice
 --ema-decay 0.99 and 0.999 (EMA only watches the generator: both runs train the very same
 G and D, which this script checks), and measures with `jaxgan.metrics` (N = 1000):
 the raw generator, each EMA, the untrained generator (floor) and real training images
-(ceiling). Rows are mean ± std over seeds. Writes OUT/quality_table.md, OUT/quality_runs.json
+(ceiling). Rows are mean ± std over seeds. Writes OUT/NAME.md, OUT/NAME.json
 and, for the first seed, 8x8 sample grids of the raw and EMA 0.99 generators.
 """
 
@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override every preset's epochs (default: its own)")
     parser.add_argument("--runs", default="runs/quality", help="where the training runs go")
     parser.add_argument("--out", default=str(ROOT / "docs"), help="where the table, JSON and grids go")
+    parser.add_argument("--name", default="quality_table", help="file name stem of the table and JSON")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -122,8 +123,8 @@ def main() -> None:
         table_row("real training images (ceiling)", "—", ceilings),
     ]
     table = "\n".join(header + lines) + "\n"
-    (out / "quality_table.md").write_text(table)
-    (out / "quality_runs.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out / f"{args.name}.md").write_text(table)
+    (out / f"{args.name}.json").write_text(json.dumps(results, indent=1) + "\n")
     print(table)
     print(f"took {time.time() - started:.0f}s", flush=True)
 
