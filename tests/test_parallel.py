@@ -58,7 +58,7 @@ def assert_same_run(workdir: Path, reference: Path, epoch: int) -> None:
     )  # the params alone
     rel = max(abs(r[n] / f[n] - 1) for r, f in zip(got.history, want.history, strict=True) for n in loop.METRIC_NAMES)
     print(
-        f"{workdir.parent.name} epoch {epoch}: max |gap| params {params_gap:.2g}, whole state {gap:.2g}; max relative metric gap {rel:.2g}"
+        f"{workdir.parent.name}/{workdir.name} epoch {epoch}: max |gap| params {params_gap:.2g}, whole state {gap:.2g}; max relative metric gap {rel:.2g}"
     )  # pytest -s
     assert gap < PARAM_ATOL
     for row, ref in zip(got.history, want.history, strict=True):
