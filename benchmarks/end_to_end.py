@@ -9,6 +9,7 @@ through `torch.utils.data.DataLoader(batch_size=64, shuffle=True)` feeding torch
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 import torch_ref
-from benchmarks.timing import Timing, no_sync, time_calls
+from benchmarks.timing import Call, Timing, no_sync, time_interleaved
 from jaxgan import loop, steps
 from jaxgan.config import Config
 
@@ -50,6 +51,7 @@ def bench(config: Config, pixels: np.ndarray, labels: np.ndarray, *, repeats: in
     """Epoch wall time of both pipelines at config.batch_size on uint8 pixels (N, 28, 28, 1).
 
     The seeds' loop runs at each of torch's `threads` counts; the fastest is reported.
+    The contestants' epochs are timed round-robin (`time_interleaved`) after one warm-up each.
     """
     # jaxgan, as fit() runs an epoch.
     images = jax.device_put((pixels.astype(np.float32) / np.float32(255.0) - np.float32(0.5)) / np.float32(0.5))
@@ -68,8 +70,6 @@ def bench(config: Config, pixels: np.ndarray, labels: np.ndarray, *, repeats: in
             )
         return means  # host floats: run_epoch has synchronised
 
-    jax_timing = time_calls(jax_epoch, no_sync, repeats=repeats)
-
     # The seeds' loop.
     torch.manual_seed(0)
     loader = torch.utils.data.DataLoader(SeedsMNIST(pixels, labels), batch_size=batch_size, shuffle=True)
@@ -82,9 +82,9 @@ def bench(config: Config, pixels: np.ndarray, labels: np.ndarray, *, repeats: in
             losses.append(torch_ref.train_step(state, real, z_d, z_g)["d_loss"])
         return float(torch.stack(losses).mean())
 
-    by_threads = {}
+    calls = {"jax": Call(jax_epoch, no_sync)}
     for n in threads:
-        torch.set_num_threads(n)
-        by_threads[n] = time_calls(torch_epoch, no_sync, repeats=repeats)
-    best = min(by_threads, key=lambda n: by_threads[n].median_s)
-    return EndToEnd(jax_timing, by_threads[best], best, num_examples // batch_size, len(loader))
+        calls[f"torch_{n}"] = Call(torch_epoch, no_sync, setup=functools.partial(torch.set_num_threads, n))
+    timings = time_interleaved(calls, repeats=repeats)  # the same moments of a shared machine for all
+    best = min(threads, key=lambda n: timings[f"torch_{n}"].median_s)
+    return EndToEnd(timings["jax"], timings[f"torch_{best}"], best, num_examples // batch_size, len(loader))

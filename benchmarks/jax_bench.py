@@ -8,15 +8,16 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from benchmarks.timing import Timing, cpu_model, slug, time_calls, time_first_call
+from benchmarks.timing import Call, cpu_model, slug, time_calls, time_first_call
 from jaxgan import steps
 from jaxgan.config import Config
 
 
 @dataclasses.dataclass(frozen=True)
-class JaxResult:
-    step: Timing  # seconds per step, one jitted call per step (no host sync between steps)
-    scan: Timing  # seconds per step, one jitted lax.scan call per epoch
+class JaxPrepared:
+    """jaxgan compiled and ready to time: `calls` for `time_interleaved`, plus what the first calls measured."""
+
+    calls: dict[str, Call]  # "jax_step": steps_per_call jitted steps; "jax_scan": one epoch; both per step
     compile_s: float  # first call of the per-step function: trace, lower, compile, run once
     scan_compile_s: float  # first call of the epoch function
     flops_per_step: float  # XLA's cost analysis of the compiled step
@@ -63,41 +64,40 @@ def cost_of_step(step, state: steps.GANState, images: jax.Array, idx: jax.Array)
     return float(cost.get("flops", 0.0)), int(own - images.nbytes)
 
 
-def bench(config: Config, images: jax.Array, *, steps_per_call: int, repeats: int) -> JaxResult:
-    """Time jaxgan at config.batch_size on device-resident images (N, 28, 28, 1).
+def prepare(config: Config, images: jax.Array, *, steps_per_call: int) -> JaxPrepared:
+    """Compile jaxgan at config.batch_size on device-resident images (N, 28, 28, 1) and time the first calls.
 
-    Per step: `steps_per_call` jitted calls, state donated, synchronised once at the end.
-    Scan: one jitted `train_epoch` call (N // B steps), state donated.
+    jax_step: `steps_per_call` calls of the jitted step, state donated, synchronised once at the end.
+    jax_scan: one jitted `train_epoch` call (N // B steps), state donated.
     """
     batch_size = config.batch_size
     num_examples = images.shape[0]
     indices = steps.epoch_batch_indices(jax.random.key(0), 0, num_examples, batch_size)  # (N // B, B)
     indices = list(jnp.resize(indices, (steps_per_call, batch_size)))  # cycle when N // B is short; B each
     step = jax.jit(step_on_device, donate_argnums=0)
-    holder = [steps.create_state(config, 0)]
+    epoch = jax.jit(steps.train_epoch, donate_argnums=0)
+    holder = {"step": steps.create_state(config, 0), "scan": steps.create_state(config, 0)}
 
     def run_steps():
-        state = holder[0]
+        state = holder["step"]
         for idx in indices:
             state, metrics = step(state, images, idx)
-        holder[0] = state
+        holder["step"] = state
         return metrics
 
     def first_step():
-        holder[0], metrics = step(holder[0], images, indices[0])
+        holder["step"], metrics = step(holder["step"], images, indices[0])
+        return metrics
+
+    def run_epoch():
+        holder["scan"], metrics = epoch(holder["scan"], images)
         return metrics
 
     compile_s, _ = time_first_call(first_step, jax.block_until_ready)
-    flops, peak = cost_of_step(step, holder[0], images, indices[0])
-    step_timing = time_calls(run_steps, jax.block_until_ready, repeats=repeats).per(steps_per_call)
-
-    epoch = jax.jit(steps.train_epoch, donate_argnums=0)
-    holder = [steps.create_state(config, 0)]
-
-    def run_epoch():
-        holder[0], metrics = epoch(holder[0], images)
-        return metrics
-
+    flops, peak = cost_of_step(step, holder["step"], images, indices[0])
     scan_compile_s, _ = time_first_call(run_epoch, jax.block_until_ready)
-    scan_timing = time_calls(run_epoch, jax.block_until_ready, repeats=repeats).per(num_examples // batch_size)
-    return JaxResult(step_timing, scan_timing, compile_s, scan_compile_s, flops, peak)
+    calls = {
+        "jax_step": Call(run_steps, jax.block_until_ready, per=steps_per_call),
+        "jax_scan": Call(run_epoch, jax.block_until_ready, per=num_examples // batch_size),
+    }
+    return JaxPrepared(calls, compile_s, scan_compile_s, flops, peak)

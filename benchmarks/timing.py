@@ -41,6 +41,38 @@ def time_calls(fn: Callable[[], Any], sync: Callable[[Any], Any], *, repeats: in
     return Timing(statistics.median(times), min(times), max(times), repeats)
 
 
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One contestant of `time_interleaved`: fn() does the work, sync(result) waits for it,
+    setup() (untimed, optional) runs before each call, and the timing is divided by `per`."""
+
+    fn: Callable[[], Any]
+    sync: Callable[[Any], Any]
+    per: int = 1
+    setup: Callable[[], Any] | None = None
+
+
+def time_interleaved(calls: dict[str, Call], *, repeats: int, warmup: int = 1) -> dict[str, Timing]:
+    """Time several calls round-robin: repeat i of every call runs before repeat i + 1 of any.
+
+    On a machine shared with other work, each contestant then meets the same mix of quiet
+    and busy moments, so the ratios of their medians are fair even when the absolute times
+    are not.
+    """
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for i in range(warmup + repeats):
+        for name, call in calls.items():
+            if call.setup is not None:
+                call.setup()
+            start = time.perf_counter()
+            call.sync(call.fn())
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {
+        name: Timing(statistics.median(t), min(t), max(t), repeats).per(calls[name].per) for name, t in times.items()
+    }
+
+
 def time_first_call(fn: Callable[[], Any], sync: Callable[[Any], Any]) -> tuple[float, Any]:
     """Seconds of one (cold) call, synchronised, and its result: the compile time of a jitted fn."""
     start = time.perf_counter()

@@ -10,15 +10,23 @@ import numpy as np
 import torch
 
 import torch_ref
-from benchmarks.timing import Timing, no_sync, time_calls, time_first_call
+from benchmarks.timing import Call, Timing, no_sync, time_calls, time_first_call
 from jaxgan.config import Config
+
+
+@dataclasses.dataclass(frozen=True)
+class TorchPrepared:
+    """torch_ref's eager step ready to time with `time_interleaved`."""
+
+    call: Call  # steps_per_call steps; timings per step
+    first_call_s: float  # the first step: lazy initialisation
+    peak_bytes: int  # params + Adam state + the step's allocation high-water mark
 
 
 @dataclasses.dataclass(frozen=True)
 class TorchResult:
     step: Timing | None  # seconds per step; None when it failed
-    compile_s: float | None  # first call (eager: lazy init; compiled: dynamo + inductor)
-    peak_bytes: int | None = None  # params + Adam state + batch + the step's allocation high-water mark
+    compile_s: float | None  # first call: dynamo + inductor
     error: str | None = None  # why torch.compile is missing, in one line
 
 
@@ -54,11 +62,12 @@ def make_step(state: torch_ref.TorchGAN, images: torch.Tensor, batch_size: int, 
     return one_step
 
 
-def bench_eager(config: Config, images: np.ndarray, *, steps_per_call: int, repeats: int) -> TorchResult:
-    """torch_ref.train_step, eager, on images (N, 28, 28, 1) float32 in [-1, 1] held as one tensor."""
+def prepare_eager(config: Config, images: np.ndarray, *, steps_per_call: int, threads: int) -> TorchPrepared:
+    """torch_ref.train_step, eager, at `threads` threads, on images (N, 28, 28, 1) float32 in [-1, 1] in one tensor."""
+    torch.set_num_threads(threads)
     state = torch_ref.create_state(config, 0)
     one_step = make_step(state, torch.from_numpy(images).permute(0, 3, 1, 2), config.batch_size)
-    compile_s, _ = time_first_call(one_step, no_sync)
+    first_call_s, _ = time_first_call(one_step, no_sync)
     peak = state_bytes(state) + step_allocation_peak(one_step)
 
     def run_steps():
@@ -66,8 +75,8 @@ def bench_eager(config: Config, images: np.ndarray, *, steps_per_call: int, repe
             metrics = one_step()
         return metrics
 
-    timing = time_calls(run_steps, no_sync, repeats=repeats).per(steps_per_call)
-    return TorchResult(timing, compile_s, peak)
+    call = Call(run_steps, no_sync, per=steps_per_call, setup=lambda: torch.set_num_threads(threads))
+    return TorchPrepared(call, first_call_s, peak)
 
 
 def bench_compiled(

@@ -16,6 +16,7 @@ Bad input is one line on stderr and exit status 2.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections import OrderedDict
@@ -69,10 +70,17 @@ def _as_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def state_dict_to_params(config: Config, net: str, sd: dict[str, Any]) -> dict:
-    """One torch_ref state dict -> Flax params shaped for `config`; ValueError naming the first bad key."""
+@functools.cache
+def _expected_layers(config: Config, net: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Zero (kernel, bias) pairs of the shapes `config`'s generator or discriminator has."""
     g_shapes, d_shapes = jax.eval_shape(lambda: models.init_params(config, jax.random.key(0)))
-    expected = _layers(jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), g_shapes if net == "generator" else d_shapes))
+    return _layers(jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), g_shapes if net == "generator" else d_shapes))
+
+
+def state_dict_to_params(config: Config, net: str, sd: dict[str, Any]) -> dict:
+    """One torch_ref state dict -> Flax params shaped for `config` (copies, never views of the
+    tensors); ValueError naming the first bad key."""
+    expected = _expected_layers(config, net)
     names = [f"net.{2 * i}.{kind}" for i in range(len(expected)) for kind in ("weight", "bias")]
     unexpected = sorted(set(sd) - set(names))
     if unexpected:
@@ -96,7 +104,7 @@ def state_dict_to_params(config: Config, net: str, sd: dict[str, Any]) -> dict:
                 raise ValueError(f"{net} {key} has dtype {array.dtype}, expected float32")
             arrays.append(array)
         weight, b = arrays
-        layers[f"linear_{i}"] = {"kernel": np.ascontiguousarray(weight.T), "bias": b.copy()}
+        layers[f"linear_{i}"] = {"kernel": np.array(weight.T, order="C"), "bias": np.array(b)}
     return {"net": layers}
 
 
@@ -107,9 +115,12 @@ def from_torch_state_dict(config: Config, g_sd: dict[str, Any], d_sd: dict[str, 
     state = steps.create_state(config, config.seed)
     tx = steps.optimizer(config)
     g_params, d_params = jax.device_put((g_params, d_params))
-    return state.replace(
+    state = state.replace(
         g_params=g_params, d_params=d_params, g_opt_state=tx.init(g_params), d_opt_state=tx.init(d_params)
     )
+    if state.g_ema_params is not None:  # the EMA of a converted generator starts at its weights
+        state = state.replace(g_ema_params=jax.tree.map(jax.numpy.copy, g_params))
+    return state
 
 
 def save_pt(path: str | Path, config: Config, state_or_params: steps.GANState | tuple[Any, Any]) -> None:

@@ -88,7 +88,9 @@ def load_generator(args: argparse.Namespace):
         state = checkpoint.load_state(args.workdir, args.epoch)
     except checkpoint.CheckpointError as err:
         raise UsageError(str(err)) from None
-    return state.config, state.g_params
+    from jaxgan import steps
+
+    return state.config, steps.sampling_params(state)  # the EMA generator when the run keeps one
 
 
 def generate_images(config, g_params, num: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchmarks import end_to_end, throughput
-from benchmarks.timing import Timing, time_calls
+from benchmarks.timing import Call, Timing, time_calls, time_interleaved
 from jaxgan import data as data_lib
 
 pytest.importorskip("matplotlib")
@@ -73,6 +73,20 @@ def test_time_calls_warms_up_and_syncs_every_call():
     assert len(calls) == 5 and synced == [1, 2, 3, 4, 5]
     assert timing.repeats == 3 and 0 <= timing.min_s <= timing.median_s <= timing.max_s
     assert Timing(4.0, 2.0, 6.0, 3).per(2) == Timing(2.0, 1.0, 3.0, 3)
+
+
+def test_time_interleaved_runs_the_calls_round_robin_after_their_setup():
+    log = []
+    calls = {
+        name: Call(
+            lambda name=name: log.append(name), lambda _: None, per=per, setup=lambda name=name: log.append("+" + name)
+        )
+        for name, per in (("a", 1), ("b", 4))
+    }
+    timings = time_interleaved(calls, repeats=2, warmup=1)
+    assert log == ["+a", "a", "+b", "b"] * 3
+    assert set(timings) == {"a", "b"} and timings["b"].repeats == 2
+    assert 0 <= timings["b"].min_s <= timings["b"].median_s <= timings["b"].max_s
 
 
 def test_seeds_dataset_transform_equals_jaxgans_scaling(mnist_5k):
