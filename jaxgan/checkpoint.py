@@ -46,6 +46,7 @@ RESUMABLE_FIELDS = (
     "keep_checkpoints",
     "data_dir",
     "data_parallel",  # the same numbers up to float32 reduction order; restoring re-shards
+    "eval_every",
 )
 
 
@@ -74,8 +75,19 @@ def step_path(directory: Path, epoch: int) -> Path:
 
 
 def state_to_tree(state: steps.GANState) -> dict[str, Any]:
-    """GANState -> nested dict of arrays (the typed key as its uint32 key data)."""
-    return flax.serialization.to_state_dict(state.replace(key=jax.random.key_data(state.key)))
+    """GANState -> nested dict of arrays (the typed key as its uint32 key data).
+
+    Fields that are None (g_ema_params with EMA off) are left out, so such a state
+    saves exactly as it did before the field existed.
+    """
+    tree = flax.serialization.to_state_dict(state.replace(key=jax.random.key_data(state.key)))
+    return {name: value for name, value in tree.items() if value is not None}
+
+
+def tree_to_state(target: steps.GANState, tree: dict[str, Any]) -> steps.GANState:
+    """Inverse of `state_to_tree` onto `target`'s structure (its None fields stay None)."""
+    absent = {name: None for name, value in flax.serialization.to_state_dict(target).items() if value is None}
+    return flax.serialization.from_state_dict(target, {**absent, **tree})
 
 
 def abstract_tree(config: Config) -> dict[str, Any]:
@@ -230,7 +242,7 @@ class Checkpointer:
             raise ValueError("its arrays do not match the checksum saved with them")
         target = jax.eval_shape(lambda: steps.create_state(config, config.seed))
         target = target.replace(key=expected["key"])
-        state = flax.serialization.from_state_dict(target, jax.device_put(tree))
+        state = tree_to_state(target, jax.device_put(tree))
         state = state.replace(key=jax.random.wrap_key_data(state.key, impl=meta["key_impl"]))
         return Restored(
             state=state,

@@ -37,6 +37,9 @@ class Config:
     beta2: float = _field(0.999, "Adam beta2")
     epochs: int = _field(25, "total number of epochs to train")
     seed: int = _field(0, "seed of every random number in the run (init, noise, shuffling)")
+    ema_decay: float = _field(
+        0.0, "decay of an EMA of the generator's weights used for samples and evaluation (0: off)"
+    )
     # Data and outputs.
     dataset: str = _field("auto", "auto | mnist-5k | mnist | any 28x28 grayscale TFDS dataset")
     data_dir: str | None = _field(None, "TFDS data directory (default: TFDS's own, ~/tensorflow_datasets)")
@@ -45,6 +48,7 @@ class Config:
     log_every: int = _field(100, "steps per progress-bar update (one XLA call each)")
     checkpoint_every: int = _field(1, "save a checkpoint every N epochs (and always at the end)")
     keep_checkpoints: int = _field(3, "how many of the latest checkpoints to keep")
+    eval_every: int = _field(0, "measure sample quality (jaxgan.metrics) every N epochs and at the end (0: off)")
     # Devices. Explicit, not automatic when several devices are visible: a single-device
     # run's results and compilations never change because more devices appeared.
     data_parallel: bool = _field(
@@ -88,6 +92,10 @@ class Config:
         for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every must be non-negative, got {self.eval_every}")
         if not self.leaky_slope >= 0:
             raise ValueError(f"leaky_slope must be non-negative, got {self.leaky_slope}")
         return self

@@ -1,6 +1,7 @@
 """`python -m jaxgan.generate`: images from a trained generator.
 
     python -m jaxgan.generate --workdir runs/small [--num 64] [--seed 0] [--out samples.png|.npy|.npz]
+    python -m jaxgan.generate --from-pt generator.pt ...   # torch_ref weights (see jaxgan.convert)
 
 Reads the run's latest checkpoint (or `--epoch N`) read-only and writes
 - `.png`: one grid of the images (ceil(sqrt(num)) per row), like the training samples;
@@ -32,10 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Generate images with the generator of a trained run.",
     )
-    # The generator's source. A converted PyTorch generator (`--from-pt FILE`, see
-    # jaxgan.convert) joins this group and `load_generator`.
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--workdir", help="a training run's directory (its latest checkpoint is used)")
+    source.add_argument("--from-pt", help="a PyTorch .pt file of torch_ref weights (see jaxgan.convert)")
     parser.add_argument("--epoch", type=int, default=None, help="use the checkpoint of this epoch (default: latest)")
     parser.add_argument("--num", type=int, default=64, help="how many images (default: 64)")
     parser.add_argument(
@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def output_path(args: argparse.Namespace) -> Path:
     """The checked output path; UsageError for an unknown extension or a missing directory."""
-    out = Path(args.out) if args.out is not None else Path(args.workdir) / "generated.png"
+    default = Path(args.workdir) if args.workdir is not None else Path(args.from_pt).parent
+    out = Path(args.out) if args.out is not None else default / "generated.png"
     if out.suffix.lower() not in FORMATS:
         raise UsageError(f"--out {str(out)!r}: the extension must be one of {', '.join(FORMATS)}")
     if out.is_dir():
@@ -63,6 +64,10 @@ def check_source(args: argparse.Namespace) -> None:
     """UsageError unless the generator's source exists (cheap checks, before any output)."""
     from jaxgan import checkpoint
 
+    if args.from_pt is not None:
+        if not Path(args.from_pt).is_file():
+            raise UsageError(f"--from-pt {args.from_pt!r} is not a file")
+        return
     try:
         checkpoint.check_workdir(args.workdir)
     except checkpoint.CheckpointError as err:
@@ -71,13 +76,21 @@ def check_source(args: argparse.Namespace) -> None:
 
 def load_generator(args: argparse.Namespace):
     """(config, generator params) from the source the arguments name."""
-    from jaxgan import checkpoint
+    from jaxgan import checkpoint, convert
 
+    if args.from_pt is not None:
+        try:
+            state = convert.load_pt(args.from_pt)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        return state.config, state.g_params
     try:
         state = checkpoint.load_state(args.workdir, args.epoch)
     except checkpoint.CheckpointError as err:
         raise UsageError(str(err)) from None
-    return state.config, state.g_params
+    from jaxgan import steps
+
+    return state.config, steps.sampling_params(state)  # the EMA generator when the run keeps one
 
 
 def generate_images(config, g_params, num: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -30,14 +30,15 @@ METRIC_NAMES = ("d_loss", "g_loss", "d_real", "d_fake")
 
 
 class RunPaths:
-    """Where a run writes: DIR/config.json, metrics.jsonl, losses.png, samples/epoch_XXXX.png
-    and checkpoints/epoch_XXXX/ (see `jaxgan.checkpoint`)."""
+    """Where a run writes: DIR/config.json, metrics.jsonl, losses.png, quality.png (with
+    --eval-every), samples/epoch_XXXX.png and checkpoints/epoch_XXXX/ (see `jaxgan.checkpoint`)."""
 
     def __init__(self, workdir: str | Path):
         self.workdir = Path(workdir)
         self.config = self.workdir / "config.json"
         self.metrics = self.workdir / "metrics.jsonl"
         self.losses = self.workdir / "losses.png"
+        self.quality = self.workdir / "quality.png"
         self.samples = self.workdir / "samples"
 
     def sample(self, epoch: int) -> Path:
@@ -49,6 +50,14 @@ def format_epoch_line(row: dict, epochs: int) -> str:
     return (
         f"Epoch [{row['epoch']}/{epochs}] step {row['step']}  D loss: {row['d_loss']:.4f}  G loss: {row['g_loss']:.4f}  "
         f"D(x): {row['d_real']:.3f}  D(G(z)): {row['d_fake']:.3f}  {row['seconds']:.2f}s  {row['images_per_s']:,.0f} img/s"
+    )
+
+
+def format_quality_line(row: dict) -> str:
+    """The log line of an epoch's sample-quality metrics."""
+    return (
+        f"  quality: FD@{row['fd_n']} {row['fd']:.2f}  score {row['score']:.2f}  "
+        f"coverage KL {row['coverage_kl']:.3f}  max-prob {row['max_prob']:.3f}"
     )
 
 
@@ -175,6 +184,7 @@ def fit(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     resume: bool | None = None,
+    evaluator=None,
 ) -> tuple[steps.GANState, list[dict]]:
     """Train `config` for config.epochs epochs in total, writing the run's files to `workdir`.
 
@@ -184,7 +194,9 @@ def fit(
     stop (then raises Interrupted). Raises Diverged on a non-finite loss or parameter,
     keeping the checkpoints saved before it, and CheckpointError for a checkpoint that
     cannot be used. Returns the final state and the per-epoch metric rows (also in
-    metrics.jsonl).
+    metrics.jsonl). With config.eval_every > 0 the sample-quality metrics of
+    `jaxgan.metrics` join the rows of every eval_every-th and the last epoch, measured
+    with `evaluator` (default: the dataset's, `metrics.Evaluator.for_dataset`).
     """
     placement = parallel.Placement(config.data_parallel)
     placement.check_batch_size(config.batch_size)
@@ -247,6 +259,14 @@ def fit(
         def save(state: steps.GANState, epoch: int) -> Path:
             return checkpointer.save(state, epoch, dataset=dataset.name, num_examples=num_examples, history=history)
 
+        def evaluate(state: steps.GANState) -> dict:
+            nonlocal evaluator
+            if evaluator is None:
+                from jaxgan import metrics
+
+                evaluator = metrics.Evaluator.for_dataset(dataset.name, data_dir=config.data_dir, log=log)
+            return evaluator.generator(config, steps.sampling_params(state), config.seed)
+
         last_saved = start.epoch if start is not None else None
         with StopOnSignal(log) as stop:
             for epoch in range(first_epoch, config.epochs + 1):
@@ -279,13 +299,16 @@ def fit(
                     "seconds": round(seconds, 4),
                     "images_per_s": round(steps_per_epoch * batch_size / seconds, 1),
                 }
+                if config.eval_every and (epoch % config.eval_every == 0 or epoch == config.epochs):
+                    row.update(evaluate(state))
+                    log(format_quality_line(row))
                 history.append(row)
                 if primary:
                     with paths.metrics.open("a") as f:
                         f.write(json.dumps(row) + "\n")
                 log(format_epoch_line(row, config.epochs))
                 if epoch % config.sample_every == 0 or epoch == config.epochs:
-                    grid = np.asarray(sample(config, state.g_params, fixed_noise))  # every process computes
+                    grid = np.asarray(sample(config, steps.sampling_params(state), fixed_noise))  # every process
                     if primary:
                         visualize.save_grid(grid, paths.sample(epoch), config.grid_size)
                 if epoch % config.checkpoint_every == 0 or epoch == config.epochs or stop.signum is not None:
@@ -301,6 +324,8 @@ def fit(
                     )
     if primary:
         visualize.plot_history(history, paths.losses)
+        if any("fd" in row for row in history):
+            visualize.plot_quality(history, paths.quality)
     final = history[-1]
     trained = history[first_epoch - 1 :]
     log(
@@ -308,4 +333,17 @@ def fit(
         f"{sum(r['seconds'] for r in trained):.1f}s this run); final D loss {final['d_loss']:.4f}, "
         f"G loss {final['g_loss']:.4f}; samples in {paths.samples}, checkpoints in {checkpointer.directory}"
     )
+    if "fd" in final and evaluator is not None:
+        from jaxgan import metrics
+
+        weights = f"EMA {config.ema_decay}" if config.ema_decay else "raw"
+        log(
+            metrics.format_table(
+                [
+                    (f"epoch {final['epoch']} ({weights})", final),
+                    ("ceiling (real)", evaluator.ceiling(config.seed)),
+                    ("floor (untrained)", evaluator.floor(config, config.seed)),
+                ]
+            )
+        )
     return state, history

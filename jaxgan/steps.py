@@ -46,6 +46,8 @@ class GANState:
     step: int32 scalar, the number of steps taken.
     key: the run's PRNG key; never split in place, every use folds in a stream tag
         and the step or epoch, so a resumed run draws the same numbers.
+    g_ema_params: the exponential moving average of g_params (`ema_update`), or None
+        when config.ema_decay is 0: then the pytree is exactly the one without EMA.
     config: static (not traced); changing it means a new compilation.
     """
 
@@ -55,6 +57,7 @@ class GANState:
     g_opt_state: optax.OptState
     d_opt_state: optax.OptState
     key: jax.Array
+    g_ema_params: Params | None
     config: Config = flax.struct.field(pytree_node=False)
 
 
@@ -76,8 +79,29 @@ def create_state(config: Config, rng: jax.Array | int) -> GANState:
         g_opt_state=tx.init(g_params),
         d_opt_state=tx.init(d_params),
         key=key,
+        g_ema_params=jax.tree.map(jnp.copy, g_params) if config.ema_decay > 0 else None,
         config=config,
     )
+
+
+def ema_decay_at(decay: float, step: jax.Array) -> jax.Array:
+    """The EMA decay used after `step` steps: min(decay, (1 + step) / (10 + step)).
+
+    The warm-up keeps the average from being dominated by the random init early on
+    (as in TensorFlow's ExponentialMovingAverage with num_updates).
+    """
+    step = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(jnp.float32(decay), (1.0 + step) / (10.0 + step))
+
+
+def ema_update(ema_params: Params, params: Params, decay: jax.Array) -> Params:
+    """decay * ema + (1 - decay) * params, leaf by leaf."""
+    return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)
+
+
+def sampling_params(state: GANState) -> Params:
+    """The generator params to sample and evaluate with: the EMA when it is on, else g_params."""
+    return state.g_ema_params if state.g_ema_params is not None else state.g_params
 
 
 def bce_with_logits(logits: jax.Array, target: float) -> jax.Array:
@@ -117,6 +141,7 @@ def train_step(state: GANState, real: jax.Array, z_d: jax.Array, z_g: jax.Array)
     """One D update then one G update, with explicit noise.
 
     real: (B, 28, 28, 1) float32 in [-1, 1]; z_d, z_g: (B, latent_dim).
+    With config.ema_decay > 0, g_ema_params is also updated (`ema_update`).
     Returns the new state and scalar metrics d_loss, g_loss, d_real (mean D(x)) and
     d_fake (mean D(G(z_d)), before the D update).
     """
@@ -136,12 +161,18 @@ def train_step(state: GANState, real: jax.Array, z_d: jax.Array, z_g: jax.Array)
     g_updates, g_opt_state = tx.update(g_grads, state.g_opt_state, state.g_params)
     g_params = optax.apply_updates(state.g_params, g_updates)
 
+    # (3) Generator EMA (when on): average the new G weights, with the decay of this step.
+    g_ema_params = state.g_ema_params
+    if g_ema_params is not None:
+        g_ema_params = ema_update(g_ema_params, g_params, ema_decay_at(config.ema_decay, state.step))
+
     new_state = state.replace(
         step=state.step + 1,
         g_params=g_params,
         d_params=d_params,
         g_opt_state=g_opt_state,
         d_opt_state=d_opt_state,
+        g_ema_params=g_ema_params,
     )
     metrics = {"d_loss": d_loss, "g_loss": g_loss, "d_real": d_real, "d_fake": d_fake}
     return new_state, metrics

@@ -56,3 +56,19 @@ def plot_history(history: Sequence[dict], path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_quality(history: Sequence[dict], path: str | Path) -> None:
+    """The Frechet distance (and classifier score) against epoch, from metrics.jsonl rows with "fd"."""
+    rows = [row for row in history if "fd" in row]
+    epochs = [row["epoch"] for row in rows]
+    fig, (ax_fd, ax_score) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax_fd.plot(epochs, [row["fd"] for row in rows], marker="o")
+    ax_fd.set(xlabel="epoch", ylabel=f"FD@{rows[-1]['fd_n']} (lower is better)", title="Frechet distance")
+    ax_score.plot(epochs, [row["score"] for row in rows], marker="o")
+    ax_score.set(xlabel="epoch", ylabel="classifier score (max 10)", title="classifier score")
+    for ax in (ax_fd, ax_score):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

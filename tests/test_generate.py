@@ -132,7 +132,7 @@ BAD_INPUTS = {
         lambda tmp, make: ["--workdir", str(make(lambda _: None)), "--out", str(tmp / "no" / "x.png")],
         "does not exist",
     ),
-    "no source": (lambda tmp, make: ["--num", "4"], "one of the arguments --workdir is required"),
+    "no source": (lambda tmp, make: ["--num", "4"], "one of the arguments --workdir --from-pt is required"),
 }
 
 

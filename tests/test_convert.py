@@ -1,0 +1,111 @@
+"""jaxgan.convert: torch_ref state dicts, .pt files and run directories, both ways, bit for bit."""
+
+import jax
+import numpy as np
+import pytest
+
+from jaxgan import checkpoint, convert, generate, steps
+from jaxgan.config import PRESETS, preset
+
+torch = pytest.importorskip("torch")
+import torch_ref  # noqa: E402
+
+
+def leaves(tree) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_round_trip_is_bit_identical_and_loads_into_torch_ref(name):
+    config = preset(name)
+    state = steps.create_state(config, 3)
+    g_sd, d_sd = convert.to_torch_state_dict(state)
+    G, D = torch_ref.build_models(config)
+    G.load_state_dict(g_sd)  # strict: every key and shape is torch_ref's
+    D.load_state_dict(d_sd)
+    back = convert.from_torch_state_dict(config, G.state_dict(), D.state_dict())
+    for a, b in zip(leaves((state.g_params, state.d_params)), leaves((back.g_params, back.d_params)), strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_converted_networks_compute_the_same_functions(tiny_config):
+    state = steps.create_state(tiny_config, 0)
+    G, D = torch_ref.build_models(tiny_config)
+    g_sd, d_sd = convert.to_torch_state_dict(state)
+    G.load_state_dict(g_sd)
+    D.load_state_dict(d_sd)
+    z = np.random.default_rng(0).normal(size=(8, tiny_config.latent_dim)).astype(np.float32)
+    images = np.asarray(steps.generate(tiny_config, state.g_params, z))  # (8, 28, 28, 1)
+    with torch.no_grad():
+        torch_images = G(torch.from_numpy(z)).numpy().transpose(0, 2, 3, 1)
+        torch_d = D(torch.tensor(images.transpose(0, 3, 1, 2))).numpy()[:, 0]
+    np.testing.assert_allclose(images, torch_images, atol=1e-6)
+    d = np.asarray(jax.nn.sigmoid(steps.discriminate(tiny_config, state.d_params, images)))
+    np.testing.assert_allclose(d, torch_d, atol=1e-6)
+
+
+def test_wrong_shape_missing_and_extra_keys_are_clear_errors():
+    small, wide = preset("small"), preset("wide")
+    g_sd, d_sd = convert.to_torch_state_dict(steps.create_state(small, 0))
+    with pytest.raises(
+        ValueError, match=r"generator net\.0\.weight has shape \(128, 100\), preset wide expects \(256, 64\)"
+    ):
+        convert.from_torch_state_dict(wide, g_sd, d_sd)
+    missing = {k: v for k, v in d_sd.items() if k != "net.2.bias"}
+    with pytest.raises(ValueError, match=r"discriminator state dict lacks 'net\.2\.bias'"):
+        convert.from_torch_state_dict(small, g_sd, missing)
+    with pytest.raises(ValueError, match=r"unexpected key 'net\.4\.weight'"):
+        convert.from_torch_state_dict(small, g_sd, {**d_sd, "net.4.weight": d_sd["net.2.weight"]})
+
+
+@pytest.fixture
+def tiny_rundir(tmp_path, tiny_config):
+    """A run directory with one checkpoint (epoch 1) of a tiny state after one step."""
+    state = steps.create_state(tiny_config, 5)
+    real = jax.numpy.zeros((tiny_config.batch_size, 28, 28, 1))
+    state, _ = jax.jit(steps.train_step_keyed)(state, real)
+    with checkpoint.Checkpointer(tmp_path / "run") as c:
+        c.save(state, 1, dataset="mnist-5k", num_examples=5000, history=[])
+        c.wait()
+    return tmp_path / "run", state
+
+
+def test_cli_rundir_to_pt_to_rundir_and_generate(tiny_rundir, tmp_path, capsys):
+    rundir, state = tiny_rundir
+    pt = tmp_path / "g.pt"
+    assert convert.main([str(rundir), str(pt)]) == 0
+    blob = torch.load(pt, weights_only=True)
+    assert blob["config"] == state.config.to_dict()
+    assert convert.main([str(pt), str(tmp_path / "back")]) == 0
+    back = checkpoint.load_state(tmp_path / "back")
+    for a, b in zip(leaves((state.g_params, state.d_params)), leaves((back.g_params, back.d_params)), strict=True):
+        assert np.array_equal(a, b)
+    # The same images from the run, the converted run and the .pt file.
+    outs = [tmp_path / f"{i}.npy" for i in range(3)]
+    assert generate.main(["--workdir", str(rundir), "--num", "4", "--out", str(outs[0])]) == 0
+    assert generate.main(["--workdir", str(tmp_path / "back"), "--num", "4", "--out", str(outs[1])]) == 0
+    assert generate.main(["--from-pt", str(pt), "--num", "4", "--out", str(outs[2])]) == 0
+    images = [np.load(o) for o in outs]
+    assert np.array_equal(images[0], images[1]) and np.array_equal(images[0], images[2])
+
+
+def test_cli_bad_input_exits_2_in_one_line(tiny_rundir, tmp_path, capsys):
+    rundir, _ = tiny_rundir
+    pt = tmp_path / "g.pt"
+    assert convert.main([str(rundir), str(pt)]) == 0
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a pickle")
+    cases = {
+        (str(tmp_path / "nope"), str(pt)): "does not exist",
+        (str(rundir), str(tmp_path / "x.txt")): "must be a .pt file",
+        (str(junk), str(tmp_path / "d1")): "cannot read",
+        (str(pt), str(tmp_path / "d2"), "--preset", "small"): "preset small expects",
+        (str(pt), str(rundir)): "already holds checkpoints",
+    }
+    for argv, message in cases.items():
+        capsys.readouterr()
+        assert convert.main(list(argv)) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert generate.main(["--from-pt", str(junk)]) == 2
+    assert "cannot read" in capsys.readouterr().err

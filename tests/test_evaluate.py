@@ -1,0 +1,77 @@
+"""`python -m jaxgan.evaluate` and `--eval-every` during training (quickly trained classifier)."""
+
+import json
+import re
+
+import pytest
+
+from jaxgan import evaluate, loop
+from jaxgan.config import preset
+from jaxgan.data import Dataset
+
+
+@pytest.fixture(scope="module")
+def ema_run(tmp_path_factory, mnist_5k, evaluator):
+    """2 tiny epochs on 640 digits with EMA 0.9 and evaluation every epoch."""
+    workdir = tmp_path_factory.mktemp("ema_run")
+    data = Dataset(mnist_5k.images[:640], mnist_5k.labels[:640], "mnist-5k")
+    config = preset("tiny").replace(ema_decay=0.9, eval_every=1)
+    log = []
+    state, history = loop.fit(config, workdir, dataset=data, progress=False, log=log.append, evaluator=evaluator)
+    return workdir, state, history, "\n".join(log)
+
+
+def test_eval_every_adds_metrics_rows_a_plot_and_a_summary(ema_run):
+    workdir, _, history, log = ema_run
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert rows == history and len(rows) == 2
+    for row in rows:
+        assert row["fd_n"] == 1000 and row["fd"] > 0 and 1 <= row["score"] <= 10
+        assert 0 <= row["coverage_kl"] <= 2.31 and 0.1 <= row["max_prob"] <= 1 and len(row["coverage"]) == 10
+    assert (workdir / "quality.png").stat().st_size > 10_000
+    assert log.count("quality: FD@1000") == 2
+    assert re.search(r"epoch 2 \(EMA 0.9\).*\n.*ceiling \(real\).*\n.*floor \(untrained\)", log)
+
+
+def evaluate_json(argv, capsys):
+    assert evaluate.main([*argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_evaluate_measures_the_ema_generator_unless_no_ema(ema_run, quality_cache, monkeypatch, capsys):
+    monkeypatch.setenv("JAXGAN_CACHE", str(quality_cache))
+    workdir, _, history, _ = ema_run
+    ema = evaluate_json(["--workdir", str(workdir)], capsys)
+    raw = evaluate_json(["--workdir", str(workdir), "--no-ema", "--num", "500"], capsys)
+    assert (ema["generator_weights"], raw["generator_weights"]) == ("ema", "raw")
+    assert (ema["epoch"], ema["step"], ema["dataset"]) == (2, 40, "mnist-5k")
+    # The same generator, noise and classifier as the last training evaluation.
+    assert ema["generator"]["fd"] == pytest.approx(history[-1]["fd"], rel=1e-6)
+    assert raw["generator"]["fd_n"] == raw["ceiling"]["fd_n"] == 500
+    assert raw["generator"]["fd"] != ema["generator"]["fd"]
+    # 40 tiny steps need not beat the untrained floor yet; real images beat both.
+    assert ema["ceiling"]["fd"] < min(ema["generator"]["fd"], ema["floor"]["fd"]) / 5
+    assert evaluate.main(["--workdir", str(workdir), "--epoch", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "epoch 1, step 20, mnist-5k" in out and "generator (ema 0.9)" in out and "FD@N" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--workdir", "{tmp}/nope"], "does not exist"),
+        (["--workdir", "{tmp}"], "has no checkpoint"),
+        (["--workdir", "{run}", "--num", "1"], "--num must be at least 2"),
+        (["--workdir", "{run}", "--num", "5000"], "held-out split has 1000 images, fewer than the 5000"),
+        (["--workdir", "{run}", "--epoch", "7"], "no checkpoint of epoch 7"),
+        (["--workdir", "{run}", "--num", "x"], "invalid int value"),
+        ([], "the following arguments are required: --workdir"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(argv, message, ema_run, quality_cache, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("JAXGAN_CACHE", str(quality_cache))
+    argv = [a.format(tmp=tmp_path, run=ema_run[0]) for a in argv]
+    assert evaluate.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m jaxgan.evaluate: error: ") and err.count("\n") == 1, err
+    assert message in err, err

@@ -1,0 +1,92 @@
+"""Sample-quality metrics: the formulas on known cases, then the classifier-based metrics on real,
+noise and one-digit image sets (with a quickly trained classifier, see conftest.quality_cache)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from jaxgan import classifier, metrics
+
+
+@pytest.fixture(scope="module")
+def features():
+    """Two correlated 16-d feature sets of 400 points with different means and covariances."""
+    rng = np.random.default_rng(0)
+    mix = rng.normal(size=(16, 16))
+    a = rng.normal(size=(400, 16)) @ mix
+    b = rng.normal(size=(400, 16)) @ (mix + 0.3 * rng.normal(size=(16, 16))) + 0.5
+    return a, b
+
+
+def test_frechet_distance_of_identical_features_is_zero(features):
+    a, _ = features
+    stats = metrics.gaussian_stats(a)
+    assert metrics.frechet_distance(*stats, *stats) == pytest.approx(0, abs=1e-8)
+
+
+def test_frechet_distance_agrees_with_scipy_sqrtm(features):
+    a, b = features
+    direct = metrics.frechet_distance_sqrtm(a, b)
+    ours = metrics.frechet_distance(*metrics.gaussian_stats(a), *metrics.gaussian_stats(b))
+    assert direct > 1  # a real distance, not a degenerate case
+    assert ours == pytest.approx(direct, rel=1e-7)
+    assert ours == pytest.approx(metrics.frechet_distance(*metrics.gaussian_stats(b), *metrics.gaussian_stats(a)))
+
+
+def test_frechet_distance_of_shifted_gaussians_is_the_squared_shift():
+    sigma = np.diag([1.0, 2.0, 3.0])
+    assert metrics.frechet_distance(np.zeros(3), sigma, np.array([1.0, 2.0, 0.0]), sigma) == pytest.approx(5.0)
+    # Same mean, variances 1 and 4 in 1-d: (sqrt(1) - sqrt(4))^2 = 1.
+    assert metrics.frechet_distance(np.zeros(1), np.eye(1), np.zeros(1), 4 * np.eye(1)) == pytest.approx(1.0)
+
+
+def test_score_coverage_and_kl_on_known_distributions():
+    one_hot = np.eye(10)[np.arange(1000) % 10]
+    assert metrics.classifier_score(one_hot) == pytest.approx(10, rel=1e-6)
+    assert metrics.classifier_score(np.full((100, 10), 0.1)) == pytest.approx(1)
+    np.testing.assert_allclose(metrics.coverage(one_hot), np.full(10, 0.1))
+    assert metrics.kl_to_uniform(np.full(10, 0.1)) == pytest.approx(0)
+    assert metrics.kl_to_uniform(np.eye(10)[3]) == pytest.approx(np.log(10))
+
+
+def test_heldout_split_is_100_per_digit_and_disjoint(mnist_5k):
+    split = classifier.mnist_5k_split(mnist_5k)
+    assert len(split.heldout_images) == 1000 and len(split.train_images) == 4000
+    assert np.array_equal(np.bincount(split.heldout_labels), np.full(10, 100))
+    train = {x.tobytes() for x in split.train_images}
+    assert not any(x.tobytes() in train for x in split.heldout_images)
+
+
+def test_classifier_is_cached_with_its_accuracy_and_beats_chance(quality_cache, mnist_5k):
+    directory = classifier.cache_path("mnist-5k", 0, quality_cache)
+    info = json.loads((directory / "info.json").read_text())
+    assert info["steps"] == 30 and info["heldout_images"] == 1000
+    assert info["test_accuracy"] > 0.5  # 30 steps; the real classifier trains for 250
+    loaded = classifier.load_or_train("mnist-5k", 0, cache=quality_cache, log=pytest.fail)  # no retraining
+    split = classifier.mnist_5k_split(mnist_5k)
+    acc = classifier.accuracy(loaded.params, split.heldout_images, split.heldout_labels)
+    assert acc == info["test_accuracy"]
+
+
+def test_real_vs_real_is_the_ceiling_and_far_below_noise(evaluator):
+    ceiling = evaluator.ceiling(seed=0)
+    again = evaluator.ceiling(seed=1)  # another sample of real training images
+    heldout = evaluator.images(evaluator.split.heldout_images[:1000])
+    noise = evaluator.images(np.random.default_rng(0).uniform(-1, 1, (1000, 28, 28, 1)).astype(np.float32))
+    assert heldout["fd"] == pytest.approx(0, abs=1e-6)  # the reference set itself
+    assert ceiling["fd_n"] == noise["fd_n"] == 1000
+    assert again["fd"] == pytest.approx(ceiling["fd"], rel=0.5)
+    assert noise["fd"] > 20 * ceiling["fd"]
+    assert ceiling["coverage_kl"] < 0.1 and ceiling["score"] > noise["score"]
+
+
+def test_a_one_digit_generator_is_flagged_by_coverage(evaluator):
+    split = evaluator.split
+    threes = split.train_images[split.train_labels == 3][:300]
+    one_digit = evaluator.images(np.concatenate([threes] * 4)[:1000])
+    ceiling = evaluator.ceiling()
+    assert one_digit["coverage_kl"] > 1.2  # log 10 = 2.30 for a single class
+    assert int(np.argmax(one_digit["coverage"])) == 3
+    assert one_digit["score"] < ceiling["score"] / 2
+    assert one_digit["fd"] > 5 * ceiling["fd"]
