@@ -122,13 +122,12 @@ def discriminate(config: Config, d_params: Params, images: jax.Array) -> jax.Arr
 def d_loss_fn(config: Config, d_params: Params, real: jax.Array, fake: jax.Array):
     """BCE(D(real), 1) + BCE(D(fake), 0) -> (loss, (mean D(real), mean D(fake))).
 
-    One discriminator pass over [real; fake] (2B, 28, 28, 1): each row's logit is the
-    same as in two separate passes, in half the kernel launches and with matmuls twice
-    as tall. The weight gradient then sums the 2B rows in one matmul instead of adding
-    two B-row sums, which may differ from two passes in the last bit.
+    Two discriminator passes, as in the seeds. One pass over the concatenation [real; fake]
+    measured slower on a 2-core CPU: 2.35 vs 2.10 ms per step of preset small at B=64,
+    9.06 vs 8.54 at B=256 (best of 15 epochs each, timed alternately).
     """
-    logits = discriminate(config, d_params, jnp.concatenate([real, fake]))
-    real_logits, fake_logits = jnp.split(logits, 2)
+    real_logits = discriminate(config, d_params, real)
+    fake_logits = discriminate(config, d_params, fake)
     loss = bce_with_logits(real_logits, 1.0) + bce_with_logits(fake_logits, 0.0)
     return loss, (jax.nn.sigmoid(real_logits).mean(), jax.nn.sigmoid(fake_logits).mean())
 
