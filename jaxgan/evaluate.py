@@ -1,6 +1,7 @@
 """`python -m jaxgan.evaluate`: the sample quality of a trained generator (see `jaxgan.metrics`).
 
     python -m jaxgan.evaluate --workdir runs/small [--epoch N] [--num 1000] [--seed 0] [--no-ema] [--json]
+    python -m jaxgan.evaluate --from-pt generator.pt [--dataset mnist-5k] ...   # torch_ref weights (jaxgan.convert)
 
 Reads the run's latest checkpoint (or `--epoch N`) read-only, generates `--num` images and
 prints the Frechet distance (FD@num), classifier score, coverage KL and mean max-probability
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from jaxgan.cli import OneLineParser, UsageError
 
@@ -23,7 +25,14 @@ PROG = "python -m jaxgan.evaluate"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=PROG, description="Measure the sample quality of a trained generator.")
-    parser.add_argument("--workdir", required=True, help="a training run's directory (its latest checkpoint is used)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--workdir", help="a training run's directory (its latest checkpoint is used)")
+    source.add_argument("--from-pt", help="a PyTorch .pt file of torch_ref weights (see jaxgan.convert)")
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        help="dataset to measure against with --from-pt (default: its config's, else mnist-5k)",
+    )
     parser.add_argument("--epoch", type=int, default=None, help="use the checkpoint of this epoch (default: latest)")
     parser.add_argument("--num", type=int, default=None, help="images per metric (default: 1000, the FD's N)")
     parser.add_argument(
@@ -41,6 +50,8 @@ def evaluate(args: argparse.Namespace, log=None) -> dict:
     from jaxgan import checkpoint, metrics, steps
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
+    if args.from_pt is not None:
+        return evaluate_pt(args, log)
     try:
         restored = checkpoint.load(args.workdir, args.epoch)
     except checkpoint.CheckpointError as err:
@@ -63,11 +74,41 @@ def evaluate(args: argparse.Namespace, log=None) -> dict:
     }
 
 
+def evaluate_pt(args: argparse.Namespace, log) -> dict:
+    """`evaluate` for the generator of a .pt file (its weights as saved; no EMA)."""
+    from jaxgan import convert, metrics
+    from jaxgan import data as data_lib
+
+    try:
+        state = convert.load_pt(args.from_pt)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    config = state.config
+    dataset = args.dataset or (config.dataset if config.dataset != data_lib.AUTO else data_lib.MNIST_5K)
+    evaluator = metrics.Evaluator.for_dataset(dataset, n=args.num or metrics.FD_N, log=log)
+    return {
+        "workdir": str(args.from_pt),
+        "epoch": None,
+        "step": None,
+        "dataset": dataset,
+        "generator_weights": "pt",
+        "ema_decay": config.ema_decay,
+        "classifier_test_accuracy": evaluator.classifier.info["test_accuracy"],
+        "generator": evaluator.generator(config, state.g_params, args.seed),
+        "ceiling": evaluator.ceiling(args.seed),
+        "floor": evaluator.floor(config, args.seed),
+    }
+
+
 def check_args(args: argparse.Namespace) -> None:
     from jaxgan import checkpoint
 
     if args.num is not None and args.num < 2:
         raise UsageError(f"--num must be at least 2, got {args.num}")
+    if args.from_pt is not None:
+        if not Path(args.from_pt).is_file():
+            raise UsageError(f"--from-pt {args.from_pt!r} is not a file")
+        return
     try:
         checkpoint.check_workdir(args.workdir)
     except checkpoint.CheckpointError as err:
@@ -89,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
     weights = result["generator_weights"] + (f" {result['ema_decay']}" if result["generator_weights"] == "ema" else "")
+    where = f"epoch {result['epoch']}, step {result['step']}" if result["epoch"] is not None else "torch_ref weights"
     print(
-        f"{result['workdir']}: epoch {result['epoch']}, step {result['step']}, {result['dataset']}; "
+        f"{result['workdir']}: {where}, {result['dataset']}; "
         f"classifier test accuracy {result['classifier_test_accuracy']:.2%}"
     )
     rows = [

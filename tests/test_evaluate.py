@@ -65,7 +65,8 @@ def test_evaluate_measures_the_ema_generator_unless_no_ema(ema_run, quality_cach
         (["--workdir", "{run}", "--num", "5000"], "held-out split has 1000 images, fewer than the 5000"),
         (["--workdir", "{run}", "--epoch", "7"], "no checkpoint of epoch 7"),
         (["--workdir", "{run}", "--num", "x"], "invalid int value"),
-        ([], "the following arguments are required: --workdir"),
+        ([], "one of the arguments --workdir --from-pt is required"),
+        (["--from-pt", "{tmp}/missing.pt"], "is not a file"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, message, ema_run, quality_cache, tmp_path, monkeypatch, capsys):
@@ -75,3 +76,20 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, ema_run, quality_cache,
     err = capsys.readouterr().err
     assert err.startswith("python -m jaxgan.evaluate: error: ") and err.count("\n") == 1, err
     assert message in err, err
+
+
+def test_from_pt_measures_the_converted_generator(ema_run, quality_cache, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("torch")
+    from jaxgan import convert
+
+    monkeypatch.setenv("JAXGAN_CACHE", str(quality_cache))
+    workdir, state, _, _ = ema_run
+    pt = tmp_path / "g.pt"
+    convert.save_pt(pt, state.config, state)
+    from_pt = evaluate_json(["--from-pt", str(pt), "--num", "500"], capsys)
+    raw = evaluate_json(["--workdir", str(workdir), "--no-ema", "--num", "500"], capsys)
+    assert from_pt["generator_weights"] == "pt" and from_pt["dataset"] == "mnist-5k"
+    assert from_pt["generator"]["fd"] == pytest.approx(raw["generator"]["fd"], rel=1e-5)
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    assert evaluate.main(["--from-pt", str(tmp_path / "junk.pt")]) == 2
+    assert "cannot read" in capsys.readouterr().err
