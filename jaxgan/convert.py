@@ -125,7 +125,11 @@ def from_torch_state_dict(config: Config, g_sd: dict[str, Any], d_sd: dict[str, 
 
 def save_pt(path: str | Path, config: Config, state_or_params: steps.GANState | tuple[Any, Any]) -> None:
     """Write the .pt file of `state_or_params` (torch.save of generator, discriminator and config)."""
-    g_sd, d_sd = to_torch_state_dict(state_or_params)
+    write_pt(path, config, *to_torch_state_dict(state_or_params))
+
+
+def write_pt(path: str | Path, config: Config, g_sd: dict[str, Any], d_sd: dict[str, Any]) -> None:
+    """The .pt format: torch.save({"generator": g_sd, "discriminator": d_sd, "config": config.to_dict()})."""
     _torch().save({"generator": g_sd, "discriminator": d_sd, "config": config.to_dict()}, str(path))
 
 

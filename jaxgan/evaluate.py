@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from jaxgan.cli import OneLineParser, UsageError
 
@@ -101,18 +100,12 @@ def evaluate_pt(args: argparse.Namespace, log) -> dict:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    from jaxgan import checkpoint
+    """UsageError for a bad --num or a generator source that does not exist (cheap, before any work)."""
+    from jaxgan.generate import check_source
 
     if args.num is not None and args.num < 2:
         raise UsageError(f"--num must be at least 2, got {args.num}")
-    if args.from_pt is not None:
-        if not Path(args.from_pt).is_file():
-            raise UsageError(f"--from-pt {args.from_pt!r} is not a file")
-        return
-    try:
-        checkpoint.check_workdir(args.workdir)
-    except checkpoint.CheckpointError as err:
-        raise UsageError(str(err)) from None
+    check_source(args)
 
 
 def main(argv: list[str] | None = None) -> int:

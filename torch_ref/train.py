@@ -78,6 +78,7 @@ def convert_models(config, state):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from jaxgan import convert
     from jaxgan import data as data_lib
     from jaxgan.cli import OneLineParser, UsageError
     from jaxgan.config import PRESETS, preset
@@ -103,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"--out {args.out!r} must end in .pt")
         dataset = data_lib.load(config.dataset, config.data_dir)
         gan, _ = train(config, dataset.images, args.max_steps)
-        g_sd, d_sd = gan.generator.state_dict(), gan.discriminator.state_dict()
-        torch.save({"generator": g_sd, "discriminator": d_sd, "config": config.to_dict()}, args.out)
+        convert.write_pt(args.out, config, gan.generator.state_dict(), gan.discriminator.state_dict())
     except (UsageError, ValueError, OSError, data_lib.DataError) as err:
         print(f"{PROG}: error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
