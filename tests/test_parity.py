@@ -29,6 +29,7 @@ from jaxgan.config import PRESETS, Config, preset
 
 torch = pytest.importorskip("torch")
 import torch_ref  # noqa: E402
+from torch_ref.train import convert_models  # noqa: E402
 
 pytestmark = pytest.mark.parity
 
@@ -94,10 +95,7 @@ def jax_from_torch(config: Config, gan: torch_ref.TorchGAN, template: steps.GANS
 
 def torch_gan(config: Config, state: steps.GANState) -> torch_ref.TorchGAN:
     """A torch_ref GAN holding `state`'s weights (through jaxgan.convert), with fresh Adam states."""
-    G, D = torch_ref.build_models(config)
-    g_sd, d_sd = convert.to_torch_state_dict(state)
-    G.load_state_dict(g_sd)
-    D.load_state_dict(d_sd)
+    G, D = convert_models(config, state)
     return torch_ref.create_state(config, generator=G, discriminator=D)
 
 
