@@ -30,24 +30,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxgan import steps
-from jaxgan.config import Config
+from jaxgan.config import Config, resumable_fields
 
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
 STEP_PREFIX = "epoch"
-# Config fields that may differ between a checkpoint and the run resuming it: none of
-# them changes the training trajectory (what is computed, from which numbers).
-RESUMABLE_FIELDS = (
-    "epochs",
-    "sample_every",
-    "grid_size",
-    "log_every",
-    "checkpoint_every",
-    "keep_checkpoints",
-    "data_dir",
-    "data_parallel",  # the same numbers up to float32 reduction order; restoring re-shards
-    "eval_every",
-)
 
 
 class CheckpointError(Exception):
@@ -109,16 +96,16 @@ def tree_checksum(tree: dict[str, Any]) -> str:
 
 def check_resumable(saved: Config, config: Config) -> None:
     """CheckpointError naming the first field where `config` differs from the checkpoint's,
-    ignoring RESUMABLE_FIELDS."""
+    ignoring the fields marked resumable in `Config`."""
     for field in dataclasses.fields(Config):
-        if field.name in RESUMABLE_FIELDS:
+        if field.metadata["resumable"]:
             continue
         old, new = getattr(saved, field.name), getattr(config, field.name)
         if old != new:
             flag = "--" + field.name.replace("_", "-")
             raise CheckpointError(
                 f"{flag} {_show(new)} conflicts with the checkpoint, which has {field.name}={_show(old)}; "
-                f"only {', '.join('--' + f.replace('_', '-') for f in RESUMABLE_FIELDS)} may change on resume "
+                f"only {', '.join('--' + f.replace('_', '-') for f in resumable_fields())} may change on resume "
                 "(use another --workdir, or --no-resume to start over)"
             )
 

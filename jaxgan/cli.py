@@ -4,7 +4,7 @@ The flags are generated from `Config`'s fields, so every field is overridable.
 Bad input is one line on stderr and exit status 2, never a traceback. Exit status 1
 means training diverged (non-finite loss or parameters); 130 / 143 mean SIGINT /
 SIGTERM stopped it after saving a checkpoint. A workdir holding a checkpoint is resumed
-with the checkpoint's config; flags then only change `checkpoint.RESUMABLE_FIELDS`.
+with the checkpoint's config; flags then only change the fields marked resumable in `Config`.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def config_from_args(args: argparse.Namespace) -> config_lib.Config:
 def resume_config(saved: config_lib.Config, args: argparse.Namespace) -> config_lib.Config:
     """The checkpoint's config with the flags given on the command line applied.
 
-    Flags may only change `checkpoint.RESUMABLE_FIELDS`; any other flag (or --preset)
+    Flags may only change the fields marked resumable in `Config`; any other flag (or --preset)
     that disagrees with the checkpoint is a CheckpointError naming it.
     """
     if args.preset is not None and args.preset != saved.preset:

@@ -14,8 +14,15 @@ from typing import Any
 ACTIVATIONS = ("relu", "leaky_relu")
 
 
-def _field(default: Any, help: str) -> Any:
-    return dataclasses.field(default=default, metadata={"help": help})
+def _field(default: Any, help: str, *, resumable: bool = False) -> Any:
+    """A config field with its --help text; `resumable`: it may change when a run resumes,
+    because it does not change what is computed (only how long, how often, or where)."""
+    return dataclasses.field(default=default, metadata={"help": help, "resumable": resumable})
+
+
+def resumable_fields() -> tuple[str, ...]:
+    """Names of the fields a resumed run may change (`resumable=True` in their definition)."""
+    return tuple(f.name for f in dataclasses.fields(Config) if f.metadata["resumable"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,24 +42,31 @@ class Config:
     lr: float = _field(2e-4, "Adam learning rate")
     beta1: float = _field(0.5, "Adam beta1")
     beta2: float = _field(0.999, "Adam beta2")
-    epochs: int = _field(25, "total number of epochs to train")
+    epochs: int = _field(25, "total number of epochs to train", resumable=True)
     seed: int = _field(0, "seed of every random number in the run (init, noise, shuffling)")
     ema_decay: float = _field(
         0.0, "decay of an EMA of the generator's weights used for samples and evaluation (0: off)"
     )
     # Data and outputs.
     dataset: str = _field("auto", "auto | mnist-5k | mnist | any 28x28 grayscale TFDS dataset")
-    data_dir: str | None = _field(None, "TFDS data directory (default: TFDS's own, ~/tensorflow_datasets)")
-    sample_every: int = _field(1, "write a sample grid every N epochs (and always at the end)")
-    grid_size: int = _field(8, "sample grids are grid_size x grid_size images")
-    log_every: int = _field(100, "steps per progress-bar update (one XLA call each)")
-    checkpoint_every: int = _field(1, "save a checkpoint every N epochs (and always at the end)")
-    keep_checkpoints: int = _field(3, "how many of the latest checkpoints to keep")
-    eval_every: int = _field(0, "measure sample quality (jaxgan.metrics) every N epochs and at the end (0: off)")
+    data_dir: str | None = _field(
+        None, "TFDS data directory (default: TFDS's own, ~/tensorflow_datasets)", resumable=True
+    )
+    sample_every: int = _field(1, "write a sample grid every N epochs (and always at the end)", resumable=True)
+    grid_size: int = _field(8, "sample grids are grid_size x grid_size images", resumable=True)
+    log_every: int = _field(100, "steps per progress-bar update (one XLA call each)", resumable=True)
+    checkpoint_every: int = _field(1, "save a checkpoint every N epochs (and always at the end)", resumable=True)
+    keep_checkpoints: int = _field(3, "how many of the latest checkpoints to keep", resumable=True)
+    eval_every: int = _field(
+        0, "measure sample quality (jaxgan.metrics) every N epochs and at the end (0: off)", resumable=True
+    )
     # Devices. Explicit, not automatic when several devices are visible: a single-device
     # run's results and compilations never change because more devices appeared.
+    # data_parallel may change on resume: the same numbers up to float32 reduction order.
     data_parallel: bool = _field(
-        False, "shard each batch over every device (of every process); the batch size must divide by their number"
+        False,
+        "shard each batch over every device (of every process); the batch size must divide by their number",
+        resumable=True,
     )
 
     @property
