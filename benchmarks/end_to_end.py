@@ -1,6 +1,6 @@
 """One training epoch including the input pipeline.
 
-jaxgan: the data path of `jaxgan.loop.fit` (images device-resident, the epoch's shuffle
+jaxgan: the data path of `jaxgan.train.fit` (images device-resident, the epoch's shuffle
 computed on the device, `run_epoch`'s jitted chunks, metrics to the host once per chunk).
 Seeds: a `Dataset` with a per-sample transform (ToTensor + Normalize, written in plain torch)
 through `torch.utils.data.DataLoader(batch_size=64, shuffle=True)` feeding torch_ref's step.
@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 import torch_ref
 from benchmarks.timing import Call, Timing, no_sync, time_interleaved
-from jaxgan import loop, steps
+from jaxgan import train
 from jaxgan.config import Config
 
 
@@ -56,21 +56,21 @@ def bench(config: Config, pixels: np.ndarray, labels: np.ndarray, *, repeats: in
     # jaxgan, as fit() runs an epoch.
     images = jax.device_put((pixels.astype(np.float32) / np.float32(255.0) - np.float32(0.5)) / np.float32(0.5))
     num_examples, batch_size = len(pixels), config.batch_size
-    run_steps = jax.jit(steps.train_steps, donate_argnums=0)
-    batch_indices = jax.jit(steps.epoch_batch_indices, static_argnums=(2, 3))
+    run_steps = jax.jit(train.train_steps, donate_argnums=0)
+    batch_indices = jax.jit(train.epoch_batch_indices, static_argnums=(2, 3))
     chunk = min(config.log_every, num_examples // batch_size)
-    holder = {"state": steps.create_state(config, 0), "epoch": 0}
+    holder = {"state": train.create_state(config, 0), "epoch": 0}
 
     def jax_epoch():
         holder["epoch"] += 1
         indices = batch_indices(holder["state"].key, holder["epoch"] - 1, num_examples, batch_size)
         with tqdm(disable=True) as bar:
-            holder["state"], means = loop.run_epoch(
+            holder["state"], means = train.run_epoch(
                 holder["state"], images, indices, run_steps, epoch=holder["epoch"], chunk=chunk, bar=bar
             )
         return means  # host floats: run_epoch has synchronised
 
-    # The seeds' loop.
+    # The seeds' train.
     torch.manual_seed(0)
     loader = torch.utils.data.DataLoader(SeedsMNIST(pixels, labels), batch_size=batch_size, shuffle=True)
     state = torch_ref.create_state(config, 0)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.timing import Call, cpu_model, slug, time_calls, time_first_call
-from jaxgan import steps
+from jaxgan import train
 from jaxgan.config import Config
 
 
@@ -43,12 +43,12 @@ def matmul_peak_flops(n: int, repeats: int) -> float:
     return 2 * n**3 / timing.min_s  # the best repeat: the least disturbed by other work
 
 
-def step_on_device(state: steps.GANState, images: jax.Array, idx: jax.Array) -> tuple[steps.GANState, steps.Metrics]:
+def step_on_device(state: train.GANState, images: jax.Array, idx: jax.Array) -> tuple[train.GANState, train.Metrics]:
     """One step on the batch images[idx]: the device-resident data path, one step per call."""
-    return steps.train_step_keyed(state, images[idx])
+    return train.train_step_keyed(state, images[idx])
 
 
-def cost_of_step(step, state: steps.GANState, images: jax.Array, idx: jax.Array) -> tuple[float, int]:
+def cost_of_step(step, state: train.GANState, images: jax.Array, idx: jax.Array) -> tuple[float, int]:
     """(FLOPs, peak buffer bytes) of the jitted `step_on_device` at these shapes, from XLA's analyses.
 
     Called after the first call, so the compiled executable comes from jax's cache. The peak is
@@ -72,11 +72,11 @@ def prepare(config: Config, images: jax.Array, *, steps_per_call: int) -> JaxPre
     """
     batch_size = config.batch_size
     num_examples = images.shape[0]
-    indices = steps.epoch_batch_indices(jax.random.key(0), 0, num_examples, batch_size)  # (N // B, B)
+    indices = train.epoch_batch_indices(jax.random.key(0), 0, num_examples, batch_size)  # (N // B, B)
     indices = list(jnp.resize(indices, (steps_per_call, batch_size)))  # cycle when N // B is short; B each
     step = jax.jit(step_on_device, donate_argnums=0)
-    epoch = jax.jit(steps.train_epoch, donate_argnums=0)
-    holder = {"step": steps.create_state(config, 0), "scan": steps.create_state(config, 0)}
+    epoch = jax.jit(train.train_epoch, donate_argnums=0)
+    holder = {"step": train.create_state(config, 0), "scan": train.create_state(config, 0)}
 
     def run_steps():
         state = holder["step"]

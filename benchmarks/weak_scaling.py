@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.jax_bench import device_name
     from benchmarks.timing import load_average, time_calls
     from jaxgan import data as data_lib
-    from jaxgan import parallel, steps
+    from jaxgan import parallel, train
     from jaxgan.config import preset
 
     load_before = load_average()
@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         config = preset(args.preset).replace(batch_size=batch, data_parallel=True)
         placement = parallel.Placement(True, devices=devices[:k])
         images = placement.replicate(images_np)
-        state = placement.replicate(steps.create_state(config, 0))
-        run = placement.train_steps()
+        state = placement.replicate(train.create_state(config, 0))
+        run = placement.jit_train_steps(train.train_steps)
         rng = np.random.default_rng(0)
         idx = rng.integers(0, len(images_np), (args.steps, batch), dtype=np.int32)
         idx = jax.device_put(idx, placement.batch_rows)

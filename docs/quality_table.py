@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from jaxgan import data as data_lib  # noqa: E402
-from jaxgan import loop, metrics, steps, visualize  # noqa: E402
+from jaxgan import metrics, models, sampling, train, visualize  # noqa: E402
 from jaxgan.config import preset  # noqa: E402
 
 KEYS = ("fd", "score", "coverage_kl", "max_prob")
@@ -77,7 +77,14 @@ def main() -> None:
                 config = base.replace(seed=seed, ema_decay=decay)
                 workdir = Path(args.runs) / f"{name}-seed{seed}-ema{decay}"
                 t0 = time.time()
-                state, _ = loop.fit(config, workdir, dataset=dataset, progress=False, log=lambda _: None, resume=False)
+                state, _ = train.train_and_evaluate(
+                    config,
+                    workdir,
+                    load_dataset=data_lib.given(dataset),
+                    progress=False,
+                    log=lambda _: None,
+                    resume=False,
+                )
                 total_steps = int(state.step)
                 ema = evaluator.generator(config, state.g_ema_params, seed)
                 per_row[f"ema {decay}"].append(ema)
@@ -86,9 +93,9 @@ def main() -> None:
                     raw = evaluator.generator(config, raw_params, seed)
                     per_row["raw"].append(raw)
                     if seed == args.seeds[0]:
-                        grid_noise = steps.sample_noise(state, 64)
+                        grid_noise = sampling.noise(state.key, 64, state.config.latent_dim)
                         for label, params in (("raw", state.g_params), (f"ema{decay}", state.g_ema_params)):
-                            images = np.asarray(steps.generate(config, params, grid_noise))
+                            images = np.asarray(models.generate(config, params, grid_noise))
                             visualize.save_grid(images, out / f"quality_{name}_{label}.png", 8)
                 else:  # EMA only watches: the raw generator is the same whatever the decay
                     same = all(

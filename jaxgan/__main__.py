@@ -2,6 +2,6 @@
 
 import sys
 
-from jaxgan.cli import main
+from jaxgan.main import main
 
 sys.exit(main())

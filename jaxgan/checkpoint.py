@@ -2,18 +2,21 @@
 
 A checkpoint is the directory WORKDIR/checkpoints/epoch_NNNN/ holding two orbax items:
 
-- `state`: every array of the state, as the nested dict `flax.serialization.to_state_dict`
-  makes of it (both nets, both Adam states, the step, and the PRNG key as its raw
-  `jax.random.key_data`). Generic over the pytree: a field added to `GANState` is saved
-  and restored without touching this module.
+- `state`: the `GANState` pytree itself (both nets, both Adam states, the step, the EMA
+  when on), with the PRNG key as its raw `jax.random.key_data`. It is restored against the
+  abstract state of its config (`jax.eval_shape` of `train.create_state`), so a field added
+  to `GANState` is saved and restored without touching this module.
 - `meta` (JSON): the config, the epoch (which is also the data-order position: every
   epoch's shuffle is fold_in(key, SHUFFLE_STREAM, epoch)), the step, the dataset actually
-  used, the PRNG implementation, a SHA-256 of the state's bytes, and the metric rows of
-  every epoch so far (so metrics.jsonl can be rebuilt to match the checkpoint exactly).
+  used (name, size, CRC-32), the PRNG implementation and a SHA-256 of the state's bytes.
+  The metric rows live in metrics.jsonl alone (`rundir.RunDir.read_metrics` keeps those
+  of the checkpoint's epochs).
 
 Orbax writes a step into a temporary directory and renames it into place when complete,
 so a save killed half-way leaves the previous checkpoints usable; the latest K are kept.
-Nothing here unpickles anything.
+Nothing here unpickles anything. `restore_or_init` is the one place a run's start is
+decided: it reads a checkpoint's config, merges the command line into it, and deletes old
+checkpoints on --no-resume (after everything else was checked).
 """
 
 from __future__ import annotations
@@ -21,36 +24,47 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import flax.serialization
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxgan import steps
+from jaxgan import data as data_lib
+from jaxgan.cli import UserError
 from jaxgan.config import Config, resumable_fields
 
-FORMAT_VERSION = 1
+if TYPE_CHECKING:
+    from jaxgan.train import GANState
+
+FORMAT_VERSION = 2  # 2: the state saved as the GANState pytree, metric rows only in metrics.jsonl
 CHECKPOINT_DIR = "checkpoints"
 STEP_PREFIX = "epoch"
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A missing, unreadable or incompatible checkpoint; the message is one line for the user."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Restored:
-    """A checkpoint read back: the state after `epoch` epochs and what the run had logged."""
+    """A checkpoint read back: the state after `epoch` epochs and the data it was trained on."""
 
-    state: steps.GANState
+    state: GANState
     epoch: int
     dataset: str  # the dataset actually trained on ("auto" resolved)
     num_examples: int
-    history: list[dict]  # metrics.jsonl rows of epochs 1..epoch
+    data_checksum: int | None
     path: Path
+
+
+def create_state(config: Config) -> GANState:
+    """`train.create_state(config, config.seed)` (imported here: train imports this module)."""
+    from jaxgan import train
+
+    return train.create_state(config, config.seed)
 
 
 def checkpoint_dir(workdir: str | Path) -> Path:
@@ -61,25 +75,14 @@ def step_path(directory: Path, epoch: int) -> Path:
     return directory / f"{STEP_PREFIX}_{epoch:04d}"
 
 
-def state_to_tree(state: steps.GANState) -> dict[str, Any]:
-    """GANState -> nested dict of arrays (the typed key as its uint32 key data).
-
-    Fields that are None (g_ema_params with EMA off) are left out, so such a state
-    saves exactly as it did before the field existed.
-    """
-    tree = flax.serialization.to_state_dict(state.replace(key=jax.random.key_data(state.key)))
-    return {name: value for name, value in tree.items() if value is not None}
+def saved_tree(state: GANState) -> GANState:
+    """The pytree a checkpoint holds: the state with its typed PRNG key as raw key data, on the host."""
+    return jax.tree.map(np.array, state.replace(key=jax.random.key_data(state.key)))
 
 
-def tree_to_state(target: steps.GANState, tree: dict[str, Any]) -> steps.GANState:
-    """Inverse of `state_to_tree` onto `target`'s structure (its None fields stay None)."""
-    absent = {name: None for name, value in flax.serialization.to_state_dict(target).items() if value is None}
-    return flax.serialization.from_state_dict(target, {**absent, **tree})
-
-
-def abstract_tree(config: Config) -> dict[str, Any]:
-    """The shapes and dtypes `state_to_tree` gives for `config`, computed without any FLOPs."""
-    return jax.eval_shape(lambda: state_to_tree(steps.create_state(config, config.seed)))
+def abstract_saved_tree(config: Config) -> GANState:
+    """The shapes and dtypes of `saved_tree` for `config`, computed without any FLOPs."""
+    return jax.eval_shape(lambda: create_state(config).replace(key=jax.random.key_data(jax.random.key(0))))
 
 
 def tree_checksum(tree: dict[str, Any]) -> str:
@@ -121,16 +124,23 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def _check_structure(restored: Any, expected: Any) -> None:
-    """ValueError naming the first leaf whose presence, shape or dtype differs."""
-    got = {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_flatten_with_path(restored)[0]}
-    want = {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_flatten_with_path(expected)[0]}
+def _dotted(path) -> str:
+    """A pytree key path as orbax names it: `g_opt_state.0.mu.net.linear_0.kernel`."""
+    parts = (getattr(k, "name", getattr(k, "key", getattr(k, "idx", k))) for k in path)
+    return ".".join(str(p) for p in parts)
+
+
+def _check_structure(saved: Any, expected: Any) -> None:
+    """ValueError naming the first leaf whose presence, shape or dtype differs (orbax's metadata
+    of the saved arrays against the abstract state of the checkpoint's config)."""
+    got = {_dotted(p): x for p, x in jax.tree_util.tree_flatten_with_path(saved)[0]}
+    want = {_dotted(p): x for p, x in jax.tree_util.tree_flatten_with_path(expected)[0]}
     for name in sorted(set(want) - set(got)):
         raise ValueError(f"it has no {name}")
     for name in sorted(set(got) - set(want)):
         raise ValueError(f"it has an unexpected {name}")
     for name, leaf in want.items():
-        shape, dtype = tuple(np.shape(got[name])), np.asarray(got[name]).dtype
+        shape, dtype = tuple(got[name].shape), np.dtype(got[name].dtype)
         if shape != tuple(leaf.shape) or dtype != leaf.dtype:
             raise ValueError(
                 f"{name} is {dtype}{list(shape)} but its config needs {np.dtype(leaf.dtype)}{list(leaf.shape)}"
@@ -160,7 +170,8 @@ class Checkpointer:
                 cleanup_tmp_directories=not read_only,  # debris of a save that was killed
                 enable_async_checkpointing=True,
             )
-            self.manager = ocp.CheckpointManager(self.directory, options=options)
+            handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+            self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
         finally:
             absl_logger.setLevel(level)
 
@@ -186,23 +197,25 @@ class Checkpointer:
         epochs = self.epochs()
         return epochs[-1] if epochs else None
 
-    def save(self, state: steps.GANState, epoch: int, *, dataset: str, num_examples: int, history: list[dict]) -> Path:
-        """Save `state` (after `epoch` epochs) and the run's metric rows; returns the step's path.
+    def save(
+        self, state: GANState, epoch: int, *, dataset: str, num_examples: int, data_checksum: int | None = None
+    ) -> Path:
+        """Save `state` (after `epoch` epochs, trained on `dataset`); returns the step's path.
 
         The arrays are copied to host memory before this returns, so the caller may
         donate the state's buffers right away; the write itself finishes in the background.
         """
-        tree = jax.tree.map(np.array, state_to_tree(state))  # host copies, independent of device buffers
+        tree = saved_tree(state)  # host copies, independent of device buffers
         meta = {
             "format_version": FORMAT_VERSION,
             "epoch": epoch,
-            "step": int(tree["step"]),
+            "step": int(tree.step),
             "config": state.config.to_dict(),
             "dataset": dataset,
             "num_examples": num_examples,
+            "data_checksum": data_checksum,
             "key_impl": str(jax.random.key_impl(state.key)),
             "checksum": tree_checksum(tree),
-            "history": history[:epoch],
         }
         self.manager.save(
             epoch,
@@ -214,29 +227,29 @@ class Checkpointer:
     def read_meta(self, epoch: int) -> dict[str, Any]:
         meta = self.manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
         if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError("its metadata is not a jaxgan checkpoint of format version 1")
+            found = meta.get("format_version") if isinstance(meta, dict) else None
+            raise ValueError(
+                f"its metadata is not a jaxgan checkpoint of format version {FORMAT_VERSION} (found {found})"
+            )
         return meta
 
     def _restore(self, epoch: int) -> Restored:
         """Read one checkpoint, verifying structure and checksum (any failure raises)."""
         meta = self.read_meta(epoch)
-        config = Config.from_dict(meta["config"])
-        expected = abstract_tree(config)
-        tree = self.manager.restore(epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
-        tree = jax.tree.map(np.asarray, tree)
-        _check_structure(tree, expected)
+        config = Config.from_dict(meta["config"]).validate()
+        target = abstract_saved_tree(config)
+        on_disk = self.manager.item_metadata(epoch).state  # shapes and dtypes as saved
+        _check_structure(on_disk, target)
+        tree = self.manager.restore(epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
         if tree_checksum(tree) != meta["checksum"]:
             raise ValueError("its arrays do not match the checksum saved with them")
-        target = jax.eval_shape(lambda: steps.create_state(config, config.seed))
-        target = target.replace(key=expected["key"])
-        state = tree_to_state(target, jax.device_put(tree))
-        state = state.replace(key=jax.random.wrap_key_data(state.key, impl=meta["key_impl"]))
+        state = tree.replace(key=jax.random.wrap_key_data(tree.key, impl=meta["key_impl"]))
         return Restored(
             state=state,
             epoch=int(meta["epoch"]),
             dataset=meta["dataset"],
             num_examples=int(meta["num_examples"]),
-            history=list(meta["history"]),
+            data_checksum=meta.get("data_checksum"),
             path=step_path(self.directory, epoch),
         )
 
@@ -268,13 +281,12 @@ class Checkpointer:
         raise CheckpointError(f"{problem}; no older checkpoint is usable")
 
 
-def has_checkpoint(workdir: str | Path) -> bool:
-    """True when `workdir` has at least one complete checkpoint (no orbax needed to tell)."""
-    directory = checkpoint_dir(workdir)
-    return directory.is_dir() and any(
-        p.is_dir() and p.name.startswith(STEP_PREFIX + "_") and p.name[len(STEP_PREFIX) + 1 :].isdigit()
-        for p in directory.iterdir()
-    )
+def epochs_in(workdir: str | Path) -> list[int]:
+    """The epochs with a complete checkpoint in `workdir` (orbax's own listing), oldest first."""
+    if not checkpoint_dir(workdir).is_dir():
+        return []
+    with Checkpointer(workdir, read_only=True) as reader:
+        return reader.epochs()
 
 
 def check_workdir(workdir: str | Path) -> Path:
@@ -284,7 +296,7 @@ def check_workdir(workdir: str | Path) -> Path:
         raise CheckpointError(f"workdir {str(path)!r} does not exist")
     if not path.is_dir():
         raise CheckpointError(f"workdir {str(path)!r} is not a directory")
-    if not has_checkpoint(path):
+    if not epochs_in(path):
         raise CheckpointError(
             f"workdir {str(path)!r} has no checkpoint (train first: python -m jaxgan.train --workdir {path})"
         )
@@ -302,21 +314,83 @@ def load(workdir: str | Path, epoch: int | None = None) -> Restored:
         return checkpointer.restore(epoch)
 
 
-def load_state(workdir: str | Path, epoch: int | None = None) -> steps.GANState:
+def load_state(workdir: str | Path, epoch: int | None = None) -> GANState:
     """The GANState of the latest checkpoint in `workdir` (or of `epoch`); CheckpointError otherwise."""
     return load(workdir, epoch).state
 
 
-def read_config(workdir: str | Path) -> Config:
-    """The config of the latest checkpoint in `workdir` (CheckpointError if there is none)."""
-    path = check_workdir(workdir)
-    with Checkpointer(path, read_only=True) as checkpointer:
-        latest = checkpointer.latest()
-        if latest is None:
-            raise CheckpointError(f"no checkpoint in {checkpoint_dir(path)}")
-        try:
-            return Config.from_dict(checkpointer.read_meta(latest)["config"])
-        except Exception as err:
-            raise CheckpointError(
-                f"checkpoint {step_path(checkpointer.directory, latest)} is unusable: {_first_line(err)}"
-            ) from None
+def merge_config(saved: Config, config: Config, explicit: frozenset[str] | None) -> Config:
+    """The checkpoint's config with the `explicit` fields (given on the command line) taken from
+    `config`; CheckpointError naming the first one that may not change on resume."""
+    if explicit is None:
+        explicit = frozenset(f.name for f in dataclasses.fields(Config))
+    if "preset" in explicit and config.preset != saved.preset:
+        raise CheckpointError(
+            f"--preset {config.preset} conflicts with the checkpoint, which has preset={saved.preset} "
+            "(use another --workdir, or --no-resume to start over)"
+        )
+    merged = saved.replace(**{name: getattr(config, name) for name in explicit if name != "preset"})
+    check_resumable(saved, merged)
+    return merged.validate()
+
+
+@dataclasses.dataclass(frozen=True)
+class Start:
+    """Where a run starts: its config, data and state after `epoch` epochs (0: a fresh start)."""
+
+    config: Config
+    dataset: data_lib.Dataset
+    state: GANState
+    epoch: int
+    data_checksum: int
+
+
+def restore_or_init(
+    config: Config,
+    workdir: str | Path,
+    resume: bool | None,
+    *,
+    prepare: Callable[[Config], data_lib.Dataset],
+    explicit: frozenset[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> Start:
+    """The state a run in `workdir` starts from: its latest checkpoint, or a fresh state.
+
+    resume None: the latest checkpoint if there is one; True: the latest, which must exist;
+    False: start over, deleting the old checkpoints. When resuming, the run's config is the
+    checkpoint's with the `explicit` fields of `config` applied (only resumable ones may
+    differ; None: every field, as when a program hands over a whole config). `prepare(config)` loads and checks the data; it runs before anything is deleted,
+    so a command that cannot train changes nothing. CheckpointError (one line) when the
+    checkpoint cannot be used or was trained on other data.
+    """
+    from jaxgan import parallel
+
+    epochs = epochs_in(workdir)
+    if resume and not epochs:
+        raise CheckpointError(f"--resume: no checkpoint to resume from in {checkpoint_dir(workdir)}")
+    if not epochs or resume is False:
+        dataset = prepare(config)
+        if epochs:
+            log(f"--no-resume: deleting {len(epochs)} old checkpoint(s) in {checkpoint_dir(workdir)}")
+            with Checkpointer(workdir) as writer:
+                for epoch in epochs:
+                    writer.manager.delete(epoch)
+        checksum = parallel.images_checksum(dataset.images)
+        return Start(config, dataset, create_state(config), 0, checksum)
+    with Checkpointer(workdir, read_only=True) as reader:
+        restored = reader.restore()  # the latest usable one, or CheckpointError naming the one to fall back to
+    config = merge_config(restored.state.config, config, explicit)
+    dataset = prepare(config)
+    checksum = parallel.images_checksum(dataset.images)
+    trained_on = (restored.dataset, restored.num_examples, restored.data_checksum)
+    if trained_on != (dataset.name, len(dataset.images), restored.data_checksum and checksum):
+        raise CheckpointError(
+            f"the checkpoint was trained on {restored.dataset} ({restored.num_examples:,} images), "
+            f"not on these {dataset.name} images ({len(dataset.images):,})"
+        )
+    steps_per_epoch = len(dataset.images) // config.batch_size
+    if int(restored.state.step) != restored.epoch * steps_per_epoch:
+        raise CheckpointError(
+            f"checkpoint step {int(restored.state.step)} is not epoch {restored.epoch} x {steps_per_epoch} steps"
+        )
+    return Start(config, dataset, restored.state.replace(config=config), restored.epoch, checksum)

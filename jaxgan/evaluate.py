@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from jaxgan.cli import OneLineParser, UsageError
+from jaxgan.cli import OneLineParser, UsageError, run
 
 PROG = "python -m jaxgan.evaluate"
 
@@ -46,96 +46,65 @@ def build_parser() -> argparse.ArgumentParser:
 
 def evaluate(args: argparse.Namespace, log=None) -> dict:
     """{"generator": metrics, "ceiling": ..., "floor": ..., plus run facts} for the arguments."""
-    from jaxgan import checkpoint, metrics, steps
+    from jaxgan import data as data_lib
+    from jaxgan import metrics, sampling
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    if args.from_pt is not None:
-        return evaluate_pt(args, log)
-    try:
-        restored = checkpoint.load(args.workdir, args.epoch)
-    except checkpoint.CheckpointError as err:
-        raise UsageError(str(err)) from None
-    state = restored.state
-    use_ema = state.g_ema_params is not None and not args.no_ema
-    g_params = steps.sampling_params(state) if use_ema else state.g_params
-    evaluator = metrics.Evaluator.for_dataset(restored.dataset, n=args.num or metrics.FD_N, log=log)
-    return {
-        "workdir": str(args.workdir),
-        "epoch": restored.epoch,
-        "step": int(state.step),
-        "dataset": restored.dataset,
-        "generator_weights": "ema" if use_ema else "raw",
-        "ema_decay": state.config.ema_decay,
-        "classifier_test_accuracy": evaluator.classifier.info["test_accuracy"],
-        "generator": evaluator.generator(state.config, g_params, args.seed),
-        "ceiling": evaluator.ceiling(args.seed),
-        "floor": evaluator.floor(state.config, args.seed),
-    }
-
-
-def evaluate_pt(args: argparse.Namespace, log) -> dict:
-    """`evaluate` for the generator of a .pt file (its weights as saved; no EMA)."""
-    from jaxgan import convert, metrics
-    from jaxgan import data as data_lib
-
-    try:
-        state = convert.load_pt(args.from_pt)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-    config = state.config
-    dataset = args.dataset or (config.dataset if config.dataset != data_lib.AUTO else data_lib.MNIST_5K)
+    config, g_params, weights, restored = sampling.load_generator(
+        args.workdir, args.from_pt, args.epoch, ema=not args.no_ema
+    )
+    if restored is not None:
+        dataset = restored.dataset
+    else:  # a .pt file
+        dataset = args.dataset or (config.dataset if config.dataset != data_lib.AUTO else data_lib.MNIST_5K)
     evaluator = metrics.Evaluator.for_dataset(dataset, n=args.num or metrics.FD_N, log=log)
     return {
-        "workdir": str(args.from_pt),
-        "epoch": None,
-        "step": None,
+        "workdir": str(args.workdir if restored is not None else args.from_pt),
+        "epoch": restored.epoch if restored is not None else None,
+        "step": int(restored.state.step) if restored is not None else None,
         "dataset": dataset,
-        "generator_weights": "pt",
+        "generator_weights": weights,
         "ema_decay": config.ema_decay,
         "classifier_test_accuracy": evaluator.classifier.info["test_accuracy"],
-        "generator": evaluator.generator(config, state.g_params, args.seed),
+        "generator": evaluator.generator(config, g_params, args.seed),
         "ceiling": evaluator.ceiling(args.seed),
         "floor": evaluator.floor(config, args.seed),
     }
 
 
-def check_args(args: argparse.Namespace) -> None:
-    """UsageError for a bad --num or a generator source that does not exist (cheap, before any work)."""
-    from jaxgan.generate import check_source
-
-    if args.num is not None and args.num < 2:
-        raise UsageError(f"--num must be at least 2, got {args.num}")
-    check_source(args)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m jaxgan.evaluate`; returns the exit status."""
-    from jaxgan import metrics
 
-    try:
+    def body() -> None:
         args = build_parser().parse_args(argv)
-        check_args(args)
+        if args.num is not None and args.num < 2:
+            raise UsageError(f"--num must be at least 2, got {args.num}")
+        from jaxgan import metrics, sampling
+
+        sampling.check_source(args.workdir, args.from_pt)
         result = evaluate(args)
-    except (UsageError, ValueError, OSError) as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    weights = result["generator_weights"] + (f" {result['ema_decay']}" if result["generator_weights"] == "ema" else "")
-    where = f"epoch {result['epoch']}, step {result['step']}" if result["epoch"] is not None else "torch_ref weights"
-    print(
-        f"{result['workdir']}: {where}, {result['dataset']}; "
-        f"classifier test accuracy {result['classifier_test_accuracy']:.2%}"
-    )
-    rows = [
-        (f"generator ({weights})", result["generator"]),
-        ("ceiling (real)", result["ceiling"]),
-        ("floor (untrained)", result["floor"]),
-    ]
-    print(metrics.format_table(rows))
-    print("coverage (digits 0-9): " + " ".join(f"{x:.3f}" for x in result["generator"]["coverage"]))
-    return 0
+        if args.json:
+            print(json.dumps(result))
+            return
+        weights = result["generator_weights"] + (
+            f" {result['ema_decay']}" if result["generator_weights"] == "ema" else ""
+        )
+        where = (
+            f"epoch {result['epoch']}, step {result['step']}" if result["epoch"] is not None else "torch_ref weights"
+        )
+        print(
+            f"{result['workdir']}: {where}, {result['dataset']}; "
+            f"classifier test accuracy {result['classifier_test_accuracy']:.2%}"
+        )
+        rows = [
+            (f"generator ({weights})", result["generator"]),
+            ("ceiling (real)", result["ceiling"]),
+            ("floor (untrained)", result["floor"]),
+        ]
+        print(metrics.format_table(rows))
+        print("coverage (digits 0-9): " + " ".join(f"{x:.3f}" for x in result["generator"]["coverage"]))
+
+    return run(PROG, body)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ Reads the run's latest checkpoint (or `--epoch N`) read-only and writes
 - `.png`: one grid of the images (ceil(sqrt(num)) per row), like the training samples;
 - `.npy`: the images, float32 (num, 28, 28, 1) in [-1, 1];
 - `.npz`: `images` (as .npy), `pixels` uint8 (num, 28, 28, 1) in [0, 255], and the noise `z`.
-The noise is jax.random.normal(key(seed), (num, latent_dim)): the same seed gives the same
-images. Bad input is one line on stderr and exit status 2, and leaves every file as it was
-(the output is written to a temporary file and renamed into place).
+The noise is `jaxgan.sampling.noise(seed, num, latent_dim)`: the same seed gives the same
+images, and a run's own seed with --num grid_size**2 gives the images of its sample grids.
+Bad input is one line on stderr and exit status 2, and leaves every file as it was (the
+output is written to a temporary file and renamed into place).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxgan.cli import OneLineParser, UsageError
+from jaxgan.cli import OneLineParser, UsageError, run
 
 PROG = "python -m jaxgan.generate"
 FORMATS = (".png", ".npy", ".npz")
@@ -60,50 +61,6 @@ def output_path(args: argparse.Namespace) -> Path:
     return out
 
 
-def check_source(args: argparse.Namespace) -> None:
-    """UsageError unless the generator's source exists (cheap checks, before any output)."""
-    from jaxgan import checkpoint
-
-    if args.from_pt is not None:
-        if not Path(args.from_pt).is_file():
-            raise UsageError(f"--from-pt {args.from_pt!r} is not a file")
-        return
-    try:
-        checkpoint.check_workdir(args.workdir)
-    except checkpoint.CheckpointError as err:
-        raise UsageError(str(err)) from None
-
-
-def load_generator(args: argparse.Namespace):
-    """(config, generator params) from the source the arguments name."""
-    from jaxgan import checkpoint, convert
-
-    if args.from_pt is not None:
-        try:
-            state = convert.load_pt(args.from_pt)
-        except ValueError as err:
-            raise UsageError(str(err)) from None
-        return state.config, state.g_params
-    try:
-        state = checkpoint.load_state(args.workdir, args.epoch)
-    except checkpoint.CheckpointError as err:
-        raise UsageError(str(err)) from None
-    from jaxgan import steps
-
-    return state.config, steps.sampling_params(state)  # the EMA generator when the run keeps one
-
-
-def generate_images(config, g_params, num: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(images (num, 28, 28, 1) float32 in [-1, 1], noise z (num, latent_dim)) for `seed`."""
-    import jax
-
-    from jaxgan import steps
-
-    z = jax.random.normal(jax.random.key(seed), (num, config.latent_dim))
-    images = jax.jit(steps.generate, static_argnums=0)(config, g_params, z)
-    return np.asarray(images, np.float32), np.asarray(z, np.float32)
-
-
 def write(out: Path, images: np.ndarray, z: np.ndarray) -> None:
     """Write `images` to `out` in the format its extension names, atomically."""
     from jaxgan import visualize
@@ -126,23 +83,21 @@ def write(out: Path, images: np.ndarray, z: np.ndarray) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m jaxgan.generate`; returns the exit status."""
-    try:
+
+    def body() -> None:
         args = build_parser().parse_args(argv)
         if args.num <= 0:
             raise UsageError(f"--num must be positive, got {args.num}")
-        check_source(args)
+        from jaxgan import sampling
+
+        sampling.check_source(args.workdir, args.from_pt)
         out = output_path(args)
-        config, g_params = load_generator(args)
-        images, z = generate_images(config, g_params, args.num, args.seed)
+        config, g_params, _, _ = sampling.load_generator(args.workdir, args.from_pt, args.epoch)
+        images, z = sampling.images(config, g_params, args.num, args.seed)
         write(out, images, z)
-    except UsageError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.num} images (seed {args.seed}) to {out}")
-    return 0
+        print(f"wrote {args.num} images (seed {args.seed}) to {out}")
+
+    return run(PROG, body)
 
 
 if __name__ == "__main__":

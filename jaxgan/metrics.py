@@ -23,17 +23,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import jax
 import numpy as np
 import scipy.linalg
 
 from jaxgan import classifier as classifier_lib
-from jaxgan import steps
+from jaxgan import sampling
+from jaxgan.cli import UserError
 from jaxgan.config import Config
 
 FD_N = 1000
 METRIC_KEYS = ("fd", "score", "coverage_kl", "max_prob")
-EVAL_STREAM = 4  # fold_in tag of the evaluation noise (steps.py uses 0-3)
 
 
 def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -100,7 +99,7 @@ class Evaluator:
         self.classifier, self.split, self.n = clf, split, n
         reference = split.heldout_images[:n]
         if len(reference) < n:
-            raise ValueError(f"the held-out split has {len(reference)} images, fewer than the {n} asked for")
+            raise UserError(f"the held-out split has {len(reference)} images, fewer than the {n} asked for")
         _, features = classifier_lib.predict(clf.params, reference)
         self.reference_stats = gaussian_stats(features)
 
@@ -137,16 +136,14 @@ class Evaluator:
 
     def floor(self, config: Config, seed: int = 0) -> dict[str, Any]:
         """An untrained generator of `config` (init of `seed`): what training must beat."""
-        return self.generator(config, steps.create_state(config.replace(ema_decay=0.0), seed).g_params, seed)
+        from jaxgan import train
+
+        return self.generator(config, train.create_state(config.replace(ema_decay=0.0), seed).g_params, seed)
 
 
-def generate(config: Config, g_params, num: int, seed: int = 0, batch_size: int = 500) -> np.ndarray:
-    """num images (num, 28, 28, 1) from the generator, noise fold_in(key(seed), EVAL_STREAM)."""
-    z = jax.random.normal(jax.random.fold_in(jax.random.key(seed), EVAL_STREAM), (num, config.latent_dim))
-    sample = jax.jit(steps.generate, static_argnums=0)
-    return np.concatenate(
-        [np.asarray(sample(config, g_params, z[i : i + batch_size])) for i in range(0, num, batch_size)]
-    )
+def generate(config: Config, g_params, num: int, seed: int = 0) -> np.ndarray:
+    """num images (num, 28, 28, 1) from the generator, with `sampling.noise` of `seed`."""
+    return sampling.images(config, g_params, num, seed)[0]
 
 
 def format_table(rows: list[tuple[str, dict]]) -> str:

@@ -100,3 +100,13 @@ def count_params(params) -> int:
 def expected_param_count(widths: Sequence[int]) -> int:
     """Parameters of a chain of Linear layers of `widths` (in, h1, ..., out)."""
     return sum(a * b + b for a, b in itertools.pairwise(widths))
+
+
+def generate(config: Config, g_params, z: jax.Array) -> jax.Array:
+    """z (B, latent_dim) -> images (B, 28, 28, 1) in [-1, 1]."""
+    return Generator(config).apply({"params": g_params}, z)
+
+
+def discriminate(config: Config, d_params, images: jax.Array) -> jax.Array:
+    """images (B, 28, 28, 1) -> logits (B,)."""
+    return Discriminator(config).apply({"params": d_params}, images)

@@ -8,7 +8,7 @@ it builds a 1-D `jax.sharding.Mesh` over every device of every process (axis "da
   dataset are replicated on every device;
 - each epoch's batch indices (steps, B) are sharded along B, so every device gathers
   its own B / num_devices images of each batch from its replica of the dataset;
-- the same pure `steps.train_steps` runs under `jax.jit` with these in/out shardings:
+- the same pure `train.train_steps` runs under `jax.jit` with these in/out shardings:
   XLA's partitioner inserts the all-reduce of the gradients. No per-device Python.
 
 Results equal the single-device run's up to float32 reduction order: every random number
@@ -33,13 +33,13 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxgan import steps
+from jaxgan.cli import UserError
 
 AXIS = "data"
 ENV_PREFIX = "JAXGAN_"  # JAXGAN_COORDINATOR_ADDRESS, JAXGAN_NUM_PROCESSES, JAXGAN_PROCESS_ID
 
 
-class ParallelError(ValueError):
+class ParallelError(UserError, ValueError):
     """A data-parallel or multi-process setting that cannot work; the message is one line."""
 
 
@@ -141,29 +141,19 @@ class Placement:
 
         return jax.tree.map(put, tree)
 
-    def train_steps(self) -> Callable:
-        """Jitted `steps.train_steps(state, images, batch_indices)`; the state is donated."""
+    def jit_train_steps(self, train_steps: Callable) -> Callable:
+        """Jitted `train_steps(state, images, batch_indices)`; the state is donated."""
         if not self.data_parallel:
-            return jax.jit(steps.train_steps, donate_argnums=0)
+            return jax.jit(train_steps, donate_argnums=0)
         return jax.jit(
-            steps.train_steps,
+            train_steps,
             in_shardings=(self.replicated, self.replicated, self.batch_rows),
             out_shardings=(self.replicated, self.replicated),
             donate_argnums=0,
         )
 
-    def batch_indices(self) -> Callable:
-        """Jitted `steps.epoch_batch_indices(key, epoch, num_examples, batch_size)` -> (steps, B)."""
+    def jit_batch_indices(self, batch_indices: Callable) -> Callable:
+        """Jitted `batch_indices(key, epoch, num_examples, batch_size)` -> (steps, B), sharded along B."""
         if not self.data_parallel:
-            return jax.jit(steps.epoch_batch_indices, static_argnums=(2, 3))
-        return jax.jit(
-            steps.epoch_batch_indices,
-            static_argnums=(2, 3),
-            out_shardings=self.batch_rows,
-        )
-
-    def generate(self) -> Callable:
-        """Jitted `steps.generate(config, g_params, z)`; the images come back replicated."""
-        if not self.data_parallel:
-            return jax.jit(steps.generate, static_argnums=0)
-        return jax.jit(steps.generate, static_argnums=0, out_shardings=self.replicated)
+            return jax.jit(batch_indices, static_argnums=(2, 3))
+        return jax.jit(batch_indices, static_argnums=(2, 3), out_shardings=self.batch_rows)

@@ -1,4 +1,4 @@
-"""Pictures of a run: sample grids and loss curves (matplotlib, no display needed)."""
+"""Pictures of a run: sample grids and loss curves (matplotlib without pyplot: no display, no global state)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,9 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import matplotlib.image
 import numpy as np
+from matplotlib.figure import Figure
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -36,13 +34,14 @@ def save_grid(images: np.ndarray, path: str | Path, nrow: int | None = None, sca
     """Write images (N, 28, 28, 1) in [-1, 1] as a grayscale PNG grid, each pixel scale x scale."""
     grid = image_grid(images, nrow)
     grid = np.kron(grid, np.ones((scale, scale), np.uint8))
-    plt.imsave(path, grid, cmap="gray", vmin=0, vmax=255)
+    matplotlib.image.imsave(path, grid, cmap="gray", vmin=0, vmax=255)
 
 
 def plot_history(history: Sequence[dict], path: str | Path) -> None:
     """D/G losses and D(x)/D(G(z)) against epoch, from metrics.jsonl rows."""
     epochs = [row["epoch"] for row in history]
-    fig, (ax_loss, ax_prob) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))  # no pyplot: no global figure state, no backend to choose
+    ax_loss, ax_prob = fig.subplots(1, 2)
     ax_loss.plot(epochs, [row["d_loss"] for row in history], label="D loss")
     ax_loss.plot(epochs, [row["g_loss"] for row in history], label="G loss")
     ax_loss.set(xlabel="epoch", ylabel="BCE (epoch mean)", title="losses")
@@ -55,14 +54,14 @@ def plot_history(history: Sequence[dict], path: str | Path) -> None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def plot_quality(history: Sequence[dict], path: str | Path) -> None:
     """The Frechet distance (and classifier score) against epoch, from metrics.jsonl rows with "fd"."""
     rows = [row for row in history if "fd" in row]
     epochs = [row["epoch"] for row in rows]
-    fig, (ax_fd, ax_score) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    ax_fd, ax_score = fig.subplots(1, 2)
     ax_fd.plot(epochs, [row["fd"] for row in rows], marker="o")
     ax_fd.set(xlabel="epoch", ylabel=f"FD@{rows[-1]['fd_n']} (lower is better)", title="Frechet distance")
     ax_score.plot(epochs, [row["score"] for row in rows], marker="o")
@@ -71,4 +70,3 @@ def plot_quality(history: Sequence[dict], path: str | Path) -> None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

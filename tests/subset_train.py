@@ -8,20 +8,17 @@ import os
 import shlex
 import sys
 
-from jaxgan import cli
 from jaxgan import data as data_lib
-
-_load = data_lib.load
+from jaxgan import main
 
 
 def load_subset(*args, **kwargs) -> data_lib.Dataset:
-    dataset = _load(*args, **kwargs)
+    dataset = data_lib.load(*args, **kwargs)
     n = int(os.environ["JAXGAN_TEST_IMAGES"])
     return dataset._replace(images=dataset.images[:n], labels=dataset.labels[:n])
 
 
 if __name__ == "__main__":
-    data_lib.load = load_subset  # the loop looks it up on the module
     for flags in sys.argv[1:]:
-        status = cli.main(shlex.split(flags))
+        status = main.main(shlex.split(flags), load_dataset=load_subset)
         print(f"exit {status}", flush=True)

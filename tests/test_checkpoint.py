@@ -6,7 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from jaxgan import checkpoint, cli, loop, steps
+import jaxgan.main as train_cli
+from jaxgan import checkpoint, train
+from jaxgan import data as data_lib
 from jaxgan.config import preset
 from jaxgan.data import Dataset
 
@@ -20,7 +22,7 @@ def data_640(mnist_5k):
 
 
 def leaves(state):
-    return jax.tree.leaves(checkpoint.state_to_tree(state))
+    return jax.tree.leaves(checkpoint.saved_tree(state))
 
 
 def assert_same_state(a, b):
@@ -39,20 +41,26 @@ def rows(workdir):
 
 def fit(config, workdir, data, **kwargs):
     log = []
-    state, history = loop.fit(config, workdir, dataset=data, progress=False, log=log.append, **kwargs)
+    state, history = train.train_and_evaluate(
+        config, workdir, load_dataset=data_lib.given(data), progress=False, log=log.append, **kwargs
+    )
     return state, history, "\n".join(log)
 
 
 def test_roundtrip_restores_every_array_and_the_key(tmp_path, tiny_config, data_640):
-    state = steps.create_state(tiny_config, 7)
-    step = jax.jit(steps.train_step_keyed)
+    state = train.create_state(tiny_config, 7)
+    step = jax.jit(train.train_step_keyed)
     state, _ = step(state, data_640.images[:32])  # non-trivial Adam state
-    history = [{"epoch": 1, "d_loss": 1.0}]
     with checkpoint.Checkpointer(tmp_path) as ckpt:
-        path = ckpt.save(state, 1, dataset="mnist-5k", num_examples=640, history=history)
+        path = ckpt.save(state, 1, dataset="mnist-5k", num_examples=640, data_checksum=123)
     assert path == tmp_path.absolute() / "checkpoints" / "epoch_0001"
     restored = checkpoint.load(tmp_path)
-    assert (restored.epoch, restored.dataset, restored.num_examples, restored.history) == (1, "mnist-5k", 640, history)
+    assert (restored.epoch, restored.dataset, restored.num_examples, restored.data_checksum) == (
+        1,
+        "mnist-5k",
+        640,
+        123,
+    )
     assert_same_state(restored.state, state)
     assert jax.dtypes.issubdtype(restored.state.key.dtype, jax.dtypes.prng_key)
     assert int(restored.state.step) == 1
@@ -63,10 +71,10 @@ def test_roundtrip_restores_every_array_and_the_key(tmp_path, tiny_config, data_
 
 
 def test_keeps_only_the_latest_k(tmp_path, tiny_config):
-    state = steps.create_state(tiny_config, 0)
+    state = train.create_state(tiny_config, 0)
     with checkpoint.Checkpointer(tmp_path, keep=2) as ckpt:
         for epoch in range(1, 5):
-            ckpt.save(state, epoch, dataset="mnist-5k", num_examples=640, history=[])
+            ckpt.save(state, epoch, dataset="mnist-5k", num_examples=640)
         ckpt.wait()
         assert ckpt.epochs() == [3, 4]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch_0003", "epoch_0004"]
@@ -122,20 +130,21 @@ def test_conflicting_config_names_the_field(runs, data_640, change, field):
 def test_cli_resumes_with_the_checkpoint_config_and_rejects_conflicts(tmp_path, capsys):
     workdir = str(tmp_path / "run")
     common = ["--workdir", workdir, "--no-progress"]
-    assert cli.main(["--preset", "tiny", "--dataset", "mnist-5k", "--epochs", "1", *common]) == 0
+    assert train_cli.main(["--preset", "tiny", "--dataset", "mnist-5k", "--epochs", "1", *common]) == 0
     # No --preset: the checkpoint's config (tiny), with the new total of epochs.
-    config, _, _ = cli.parse(["--epochs", "2", *common])
-    assert (config.preset, config.latent_dim, config.epochs) == ("tiny", 16, 2)
+    assert train_cli.main(["--epochs", "2", *common]) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["preset"], config["latent_dim"], config["epochs"]) == ("tiny", 16, 2)
     capsys.readouterr()
-    assert cli.main(["--preset", "small", *common]) == 2
+    assert train_cli.main(["--preset", "small", *common]) == 2
     err = capsys.readouterr().err.strip()
     assert "--preset small conflicts" in err and "preset=tiny" in err and "\n" not in err
-    assert cli.main(["--g-hidden", "64", *common]) == 2
+    assert train_cli.main(["--g-hidden", "64", *common]) == 2
     assert "--g-hidden 64 conflicts with the checkpoint, which has g_hidden=32" in capsys.readouterr().err
 
 
 def test_resume_flag_needs_a_checkpoint_and_no_resume_starts_over(tmp_path, capsys, data_640):
-    assert cli.main(["--workdir", str(tmp_path), "--resume", "--preset", "tiny", "--dataset", "mnist-5k"]) == 2
+    assert train_cli.main(["--workdir", str(tmp_path), "--resume", "--preset", "tiny", "--dataset", "mnist-5k"]) == 2
     assert "--resume: no checkpoint to resume from" in capsys.readouterr().err
     config = preset("tiny").replace(epochs=2)
     fit(config, tmp_path, data_640)
@@ -172,14 +181,14 @@ def test_corrupt_checkpoint_names_the_usable_one(tmp_path, data_640, how):
 def test_cli_bad_workdirs_and_checkpoints_exit_2_in_one_line(tmp_path, capsys, data_640):
     a_file = tmp_path / "file"
     a_file.write_text("not a run")
-    assert cli.main(["--workdir", str(a_file), "--preset", "tiny", "--dataset", "mnist-5k"]) == 2
+    assert train_cli.main(["--workdir", str(a_file), "--preset", "tiny", "--dataset", "mnist-5k"]) == 2
     assert "exists and is not a directory" in capsys.readouterr().err
     assert a_file.read_text() == "not a run"
     workdir = tmp_path / "run"
     fit(preset("tiny").replace(epochs=1), workdir, data_640)
     corrupt(workdir / "checkpoints" / "epoch_0001", "truncate")
     metrics = (workdir / "metrics.jsonl").read_text()
-    assert cli.main(["--workdir", str(workdir), "--epochs", "2", "--no-progress"]) == 2
+    assert train_cli.main(["--workdir", str(workdir), "--epochs", "2", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "epoch_0001 is unusable" in err and "no older checkpoint is usable" in err
     assert (workdir / "metrics.jsonl").read_text() == metrics

@@ -10,7 +10,7 @@ import matplotlib.image
 import pytest
 import tensorflow_datasets as tfds
 
-from jaxgan import cli
+import jaxgan.main as train_cli
 from jaxgan import data as data_lib
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,7 +18,7 @@ TINY = ["--preset", "tiny", "--no-progress"]
 
 
 def run_cli(argv, capsys):
-    status = cli.main(argv)
+    status = train_cli.main(argv)
     out, err = capsys.readouterr()
     return status, out, err
 
@@ -65,11 +65,11 @@ def test_tiny_run_on_tfds_mock_data(tmp_path, capsys, monkeypatch):
 
 
 def test_flags_override_the_preset(tmp_path):
-    config, workdir, _ = cli.parse(
+    config, explicit, args = train_cli.parse(
         ["--preset", "deep", "--lr", "1e-3", "--g-hidden", "64,32", "--workdir", str(tmp_path)]
     )
     assert (config.preset, config.lr, config.g_hidden, config.batch_size) == ("deep", 1e-3, (64, 32), 128)
-    assert workdir == tmp_path
+    assert explicit == {"preset", "lr", "g_hidden"} and args.workdir == str(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -88,7 +88,7 @@ def test_flags_override_the_preset(tmp_path):
         (["--g-hidden", "128,x"], "expected comma-separated integers"),
         (["--batch-size", "ten"], "invalid int value: 'ten'"),
         (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
-        (["--batch-size", "10000", "--dataset", "mnist-5k"], "batch_size 10000 is larger than the 5000 images"),
+        (["--batch-size", "10000", "--dataset", "mnist-5k"], "batch_size 10000 is larger than the 5,000 images"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, capsys):

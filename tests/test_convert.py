@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxgan import checkpoint, convert, generate, steps
+from jaxgan import checkpoint, convert, generate, models, train
 from jaxgan.config import PRESETS, preset
 
 torch = pytest.importorskip("torch")
@@ -18,7 +18,7 @@ def leaves(tree) -> list[np.ndarray]:
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_round_trip_is_bit_identical_and_loads_into_torch_ref(name):
     config = preset(name)
-    state = steps.create_state(config, 3)
+    state = train.create_state(config, 3)
     g_sd, d_sd = convert.to_torch_state_dict(state)
     G, D = torch_ref.build_models(config)
     G.load_state_dict(g_sd)  # strict: every key and shape is torch_ref's
@@ -29,24 +29,24 @@ def test_round_trip_is_bit_identical_and_loads_into_torch_ref(name):
 
 
 def test_converted_networks_compute_the_same_functions(tiny_config):
-    state = steps.create_state(tiny_config, 0)
+    state = train.create_state(tiny_config, 0)
     G, D = torch_ref.build_models(tiny_config)
     g_sd, d_sd = convert.to_torch_state_dict(state)
     G.load_state_dict(g_sd)
     D.load_state_dict(d_sd)
     z = np.random.default_rng(0).normal(size=(8, tiny_config.latent_dim)).astype(np.float32)
-    images = np.asarray(steps.generate(tiny_config, state.g_params, z))  # (8, 28, 28, 1)
+    images = np.asarray(models.generate(tiny_config, state.g_params, z))  # (8, 28, 28, 1)
     with torch.no_grad():
         torch_images = G(torch.from_numpy(z)).numpy().transpose(0, 2, 3, 1)
         torch_d = D(torch.tensor(images.transpose(0, 3, 1, 2))).numpy()[:, 0]
     np.testing.assert_allclose(images, torch_images, atol=1e-6)
-    d = np.asarray(jax.nn.sigmoid(steps.discriminate(tiny_config, state.d_params, images)))
+    d = np.asarray(jax.nn.sigmoid(models.discriminate(tiny_config, state.d_params, images)))
     np.testing.assert_allclose(d, torch_d, atol=1e-6)
 
 
 def test_wrong_shape_missing_and_extra_keys_are_clear_errors():
     small, wide = preset("small"), preset("wide")
-    g_sd, d_sd = convert.to_torch_state_dict(steps.create_state(small, 0))
+    g_sd, d_sd = convert.to_torch_state_dict(train.create_state(small, 0))
     with pytest.raises(
         ValueError, match=r"generator net\.0\.weight has shape \(128, 100\), preset wide expects \(256, 64\)"
     ):
@@ -61,11 +61,11 @@ def test_wrong_shape_missing_and_extra_keys_are_clear_errors():
 @pytest.fixture
 def tiny_rundir(tmp_path, tiny_config):
     """A run directory with one checkpoint (epoch 1) of a tiny state after one step."""
-    state = steps.create_state(tiny_config, 5)
+    state = train.create_state(tiny_config, 5)
     real = jax.numpy.zeros((tiny_config.batch_size, 28, 28, 1))
-    state, _ = jax.jit(steps.train_step_keyed)(state, real)
+    state, _ = jax.jit(train.train_step_keyed)(state, real)
     with checkpoint.Checkpointer(tmp_path / "run") as c:
-        c.save(state, 1, dataset="mnist-5k", num_examples=5000, history=[])
+        c.save(state, 1, dataset="mnist-5k", num_examples=5000)
         c.wait()
     return tmp_path / "run", state
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgan import checkpoint, steps
+from jaxgan import checkpoint, train
 from jaxgan.config import preset
 
 
@@ -23,8 +23,8 @@ def runs(batches):
 
 
 def run(config, batches):
-    state = steps.create_state(config, 0)
-    step = jax.jit(steps.train_step_keyed)
+    state = train.create_state(config, 0)
+    step = jax.jit(train.train_step_keyed)
     history = [state]
     for real in batches:
         state, _ = step(state, real)
@@ -33,9 +33,9 @@ def run(config, batches):
 
 
 def test_decay_warms_up_then_is_the_configured_value():
-    assert float(steps.ema_decay_at(0.999, 0)) == pytest.approx(0.1)
-    assert float(steps.ema_decay_at(0.999, 90)) == pytest.approx(91 / 100)
-    assert float(steps.ema_decay_at(0.99, 10_000)) == pytest.approx(0.99)
+    assert float(train.ema_decay_at(0.999, 0)) == pytest.approx(0.1)
+    assert float(train.ema_decay_at(0.999, 90)) == pytest.approx(91 / 100)
+    assert float(train.ema_decay_at(0.99, 10_000)) == pytest.approx(0.99)
 
 
 def test_each_step_averages_the_new_generator_weights(runs):
@@ -49,14 +49,18 @@ def test_each_step_averages_the_new_generator_weights(runs):
         expected = jax.tree.map(lambda e, g, d=d: d * e + (1 - d) * g, before.g_ema_params, after.g_params)
         for a, b in zip(jax.tree.leaves(after.g_ema_params), jax.tree.leaves(expected), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-    assert steps.sampling_params(history[-1]) is history[-1].g_ema_params
+    assert train.sampling_params(history[-1]) is history[-1].g_ema_params
 
 
 def test_ema_off_is_the_state_without_ema_and_does_not_change_training(runs):
     off, on = runs["off"][-1], runs["on"][-1]
-    assert off.g_ema_params is None and steps.sampling_params(off) is off.g_params
+    assert off.g_ema_params is None and train.sampling_params(off) is off.g_params
     # The off state has exactly the leaves of the state before EMA existed.
-    assert set(checkpoint.state_to_tree(off)) == {"step", "g_params", "d_params", "g_opt_state", "d_opt_state", "key"}
+    saved = {
+        checkpoint._dotted(path).split(".")[0]
+        for path, _ in jax.tree_util.tree_flatten_with_path(checkpoint.saved_tree(off))[0]
+    }
+    assert saved == {"step", "g_params", "d_params", "g_opt_state", "d_opt_state", "key"}
     # EMA only watches: G and D train identically with it on.
     for a, b in zip(
         jax.tree.leaves((off.g_params, off.d_params)), jax.tree.leaves((on.g_params, on.d_params)), strict=True
@@ -68,7 +72,7 @@ def test_ema_checkpoint_round_trip_and_decay_cannot_change_on_resume(tmp_path, r
     state = runs["on"][-1]
     config = state.config
     with checkpoint.Checkpointer(tmp_path) as ckpt:
-        ckpt.save(state, 1, dataset="mnist-5k", num_examples=96, history=[])
+        ckpt.save(state, 1, dataset="mnist-5k", num_examples=96)
     restored = checkpoint.load_state(tmp_path)
     assert restored.config.ema_decay == 0.99
     for a, b in zip(jax.tree.leaves(restored.g_ema_params), jax.tree.leaves(state.g_ema_params), strict=True):

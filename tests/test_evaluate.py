@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from jaxgan import evaluate, loop
+from jaxgan import data as data_lib
+from jaxgan import evaluate, train
 from jaxgan.config import preset
 from jaxgan.data import Dataset
 
@@ -17,7 +18,9 @@ def ema_run(tmp_path_factory, mnist_5k, evaluator):
     data = Dataset(mnist_5k.images[:640], mnist_5k.labels[:640], "mnist-5k")
     config = preset("tiny").replace(ema_decay=0.9, eval_every=1)
     log = []
-    state, history = loop.fit(config, workdir, dataset=data, progress=False, log=log.append, evaluator=evaluator)
+    state, history = train.train_and_evaluate(
+        config, workdir, load_dataset=data_lib.given(data), progress=False, log=log.append, evaluator=evaluator
+    )
     return workdir, state, history, "\n".join(log)
 
 

@@ -7,10 +7,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import pytest
 
-from jaxgan import checkpoint, cli, loop, steps
+import jaxgan.main as train_cli
+from jaxgan import checkpoint, train
+from jaxgan import data as data_lib
 from jaxgan.config import preset
 from jaxgan.data import Dataset
 
@@ -54,7 +57,7 @@ def test_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, capsys, sign
         return  # resuming is the same for both signals: done once, below
     # The message's command resumes it (here with a new total, to finish fast).
     next_epoch = restored.epoch + 1
-    assert cli.main(["--workdir", str(workdir), "--epochs", str(next_epoch), "--no-progress"]) == 0
+    assert train_cli.main(["--workdir", str(workdir), "--epochs", str(next_epoch), "--no-progress"]) == 0
     assert f"resuming after epoch {restored.epoch}" in capsys.readouterr().out
     assert checkpoint.load(workdir).epoch == next_epoch
 
@@ -62,29 +65,31 @@ def test_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, capsys, sign
 def test_absurd_lr_stops_with_the_epoch_and_metric(tmp_path, capsys):
     workdir = tmp_path / "run"
     args = ["--preset", "tiny", "--dataset", "mnist-5k", "--lr", "1e30", "--workdir", str(workdir), "--no-progress"]
-    assert cli.main(args) == 1
+    assert train_cli.main(args) == 1
     err = capsys.readouterr().err.strip()
     assert "\n" not in err
     assert "training diverged: g_loss is nan at step 1 (epoch 1)" in err
     assert "no checkpoint had been saved yet" in err and "smaller --lr" in err
-    assert not checkpoint.has_checkpoint(workdir)
+    assert not checkpoint.epochs_in(workdir)
     assert (workdir / "metrics.jsonl").read_text() == ""
 
 
 def test_nan_mid_run_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, mnist_5k):
     data = Dataset(mnist_5k.images[:640], mnist_5k.labels[:640], "mnist-5k")  # 20 steps per epoch
-    train_steps = steps.train_steps
+    train_steps = train.train_steps
 
     def poisoned(state, images, batch_indices):  # NaN into D's params once step 45 (epoch 3) is done
         state, metrics = train_steps(state, images, batch_indices)
         bad = state.step >= 45
-        d_params = steps.jax.tree.map(lambda p: jnp.where(bad, jnp.nan, p), state.d_params)
+        d_params = jax.tree.map(lambda p: jnp.where(bad, jnp.nan, p), state.d_params)
         return state.replace(d_params=d_params), metrics
 
-    monkeypatch.setattr(steps, "train_steps", poisoned)
+    monkeypatch.setattr(train, "train_steps", poisoned)
     config = preset("tiny").replace(epochs=5, log_every=5)
-    with pytest.raises(loop.Diverged) as info:
-        loop.fit(config, tmp_path, dataset=data, progress=False, log=lambda _: None)
+    with pytest.raises(train.Diverged) as info:
+        train.train_and_evaluate(
+            config, tmp_path, load_dataset=data_lib.given(data), progress=False, log=lambda _: None
+        )
     message = str(info.value)
     # The NaN params show in the loss of the next step.
     assert "training diverged: d_loss is nan at step 46 (epoch 3)" in message
@@ -93,7 +98,9 @@ def test_nan_mid_run_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, mnist
     restored = checkpoint.load(tmp_path)
     assert restored.epoch == 2 and int(restored.state.step) == 40
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
-    _, history = loop.fit(config.replace(epochs=3), tmp_path, dataset=data, progress=False, log=lambda _: None)
+    _, history = train.train_and_evaluate(
+        config.replace(epochs=3), tmp_path, load_dataset=data_lib.given(data), progress=False, log=lambda _: None
+    )
     assert [row["epoch"] for row in history] == [1, 2, 3]
 
 
@@ -112,7 +119,7 @@ KILL_DURING_SAVE = textwrap.dedent(
         return await finalize(self, *args, **kwargs)
 
     atomicity.AtomicRenameTemporaryPath.finalize = dying_finalize
-    from jaxgan.cli import main
+    from jaxgan.main import main
     sys.exit(main(sys.argv[1:]))
     """
 )
@@ -130,6 +137,6 @@ def test_kill_9_during_a_save_resumes_from_the_last_complete_checkpoint(tmp_path
     assert "epoch_0001" in leftovers and "epoch_0002" not in leftovers
     assert any("tmp" in name for name in leftovers), leftovers  # the half-done save
     assert checkpoint.load(workdir).epoch == 1
-    assert cli.main(args) == 0
+    assert train_cli.main(args) == 0
     assert "resuming after epoch 1" in capsys.readouterr().out
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["epoch_0001", "epoch_0002", "epoch_0003"]

@@ -16,7 +16,9 @@ import jax
 import numpy as np
 import pytest
 
-from jaxgan import checkpoint, cli, loop, parallel
+import jaxgan.main as train_cli
+from jaxgan import checkpoint, parallel, rundir, train
+from jaxgan import data as data_lib
 from jaxgan.config import preset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,8 +43,8 @@ def child_env(devices: int, **extra: str) -> dict[str, str]:
 
 def max_gap(a, b) -> float:
     """Largest absolute difference over every array of two checkpointed states."""
-    leaves_a = jax.tree.leaves(checkpoint.state_to_tree(a))
-    leaves_b = jax.tree.leaves(checkpoint.state_to_tree(b))
+    leaves_a = jax.tree.leaves(checkpoint.saved_tree(a))
+    leaves_b = jax.tree.leaves(checkpoint.saved_tree(b))
     return max(
         float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
         for x, y in zip(leaves_a, leaves_b, strict=True)
@@ -51,18 +53,20 @@ def max_gap(a, b) -> float:
 
 def assert_same_run(workdir: Path, reference: Path, epoch: int) -> None:
     got, want = checkpoint.load(workdir, epoch), checkpoint.load(reference, epoch)
+    got_rows, want_rows = rundir.RunDir(workdir).read_metrics(epoch), rundir.RunDir(reference).read_metrics(epoch)
+    assert len(got_rows) == len(want_rows) == epoch
     assert int(got.state.step) == int(want.state.step)
     gap = max_gap(got.state, want.state)
     params_gap = max_gap(
         want.state.replace(g_params=got.state.g_params, d_params=got.state.d_params), want.state
     )  # the params alone
-    rel = max(abs(r[n] / f[n] - 1) for r, f in zip(got.history, want.history, strict=True) for n in loop.METRIC_NAMES)
+    rel = max(abs(r[n] / f[n] - 1) for r, f in zip(got_rows, want_rows, strict=True) for n in train.METRIC_NAMES)
     print(
         f"{workdir.parent.name}/{workdir.name} epoch {epoch}: max |gap| params {params_gap:.2g}, whole state {gap:.2g}; max relative metric gap {rel:.2g}"
     )  # pytest -s
     assert gap < PARAM_ATOL
-    for row, ref in zip(got.history, want.history, strict=True):
-        for name in loop.METRIC_NAMES:
+    for row, ref in zip(got_rows, want_rows, strict=True):
+        for name in train.METRIC_NAMES:
             assert row[name] == pytest.approx(ref[name], rel=METRIC_RTOL), (epoch, name)
 
 
@@ -72,7 +76,7 @@ def reference(tmp_path_factory, mnist_5k) -> Path:
     workdir = tmp_path_factory.mktemp("one_device")
     subset = mnist_5k._replace(images=mnist_5k.images[:IMAGES], labels=mnist_5k.labels[:IMAGES])
     config = preset("tiny").replace(dataset="mnist-5k", epochs=2)
-    loop.fit(config, workdir, dataset=subset, progress=False, log=lambda msg: None)
+    train.train_and_evaluate(config, workdir, load_dataset=data_lib.given(subset), progress=False, log=lambda msg: None)
     return workdir
 
 
@@ -100,7 +104,7 @@ def eight_devices(tmp_path_factory, reference) -> tuple[Path, Path, subprocess.C
 def test_eight_devices_equal_one(eight_devices, reference):
     workdir, _, proc = eight_devices
     assert proc.stdout.count("exit 0") == 3, proc.stderr
-    assert "1 epochs on 8 CPU devices (data-parallel)" in proc.stdout
+    assert "1 epoch on 8 CPU devices (data-parallel)" in proc.stdout
     assert_same_run(workdir, reference, epoch=1)
 
 
@@ -199,8 +203,8 @@ def test_single_device_placement_is_plain_jit(tiny_config):
 
 
 def test_data_parallel_flag_and_resume(tmp_path):
-    assert cli.config_from_args(cli.build_parser().parse_args(["--data-parallel"])).data_parallel
-    assert not cli.config_from_args(cli.build_parser().parse_args(["--no-data-parallel"])).data_parallel
+    assert train_cli.parse(["--data-parallel"])[0].data_parallel
+    assert not train_cli.parse(["--no-data-parallel"])[0].data_parallel
     assert not preset("small").data_parallel  # explicit: never switched on by the devices present
     checkpoint.check_resumable(preset("tiny"), preset("tiny").replace(data_parallel=True))
 
@@ -213,5 +217,5 @@ def test_data_parallel_flag_and_resume(tmp_path):
     ],
 )
 def test_impossible_process_flags_are_usage_errors(tmp_path, flags, message):
-    with pytest.raises(cli.UsageError, match=message):
-        cli.parse([*flags, "--workdir", str(tmp_path)])
+    with pytest.raises(train_cli.cli.UsageError, match=message):
+        train_cli.parse([*flags, "--workdir", str(tmp_path)])

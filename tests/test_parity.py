@@ -24,7 +24,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxgan import convert, steps
+from jaxgan import convert, models, sampling, train
 from jaxgan.config import PRESETS, Config, preset
 
 torch = pytest.importorskip("torch")
@@ -70,7 +70,7 @@ def torch_state_dicts(gan: torch_ref.TorchGAN, what: str) -> tuple[dict, dict]:
     return out[0], out[1]
 
 
-def jax_from_torch(config: Config, gan: torch_ref.TorchGAN, template: steps.GANState) -> steps.GANState:
+def jax_from_torch(config: Config, gan: torch_ref.TorchGAN, template: train.GANState) -> train.GANState:
     """torch_ref's weights and Adam states as a jaxgan GANState (key and config from `template`)."""
     g, d = torch_state_dicts(gan, "weights")
     state = template.replace(
@@ -79,7 +79,7 @@ def jax_from_torch(config: Config, gan: torch_ref.TorchGAN, template: steps.GANS
         step=jnp.asarray(gan.step, jnp.int32),
     )
     if gan.step == 0:
-        tx = steps.optimizer(config)
+        tx = train.optimizer(config)
         return state.replace(g_opt_state=tx.init(state.g_params), d_opt_state=tx.init(state.d_params))
     (g_m, d_m), (g_v, d_v) = torch_state_dicts(gan, "exp_avg"), torch_state_dicts(gan, "exp_avg_sq")
 
@@ -93,7 +93,7 @@ def jax_from_torch(config: Config, gan: torch_ref.TorchGAN, template: steps.GANS
     )
 
 
-def torch_gan(config: Config, state: steps.GANState) -> torch_ref.TorchGAN:
+def torch_gan(config: Config, state: train.GANState) -> torch_ref.TorchGAN:
     """A torch_ref GAN holding `state`'s weights (through jaxgan.convert), with fresh Adam states."""
     G, D = convert_models(config, state)
     return torch_ref.create_state(config, generator=G, discriminator=D)
@@ -102,11 +102,11 @@ def torch_gan(config: Config, state: steps.GANState) -> torch_ref.TorchGAN:
 class Feed:
     """The batches and noise of a jaxgan run: step t's (real (B, 28, 28, 1), z_d, z_g) as numpy."""
 
-    def __init__(self, config: Config, images: np.ndarray, state: steps.GANState):
+    def __init__(self, config: Config, images: np.ndarray, state: train.GANState):
         self.config, self.images, self.key = config, images, state.key
         self.steps_per_epoch = len(images) // config.batch_size
-        self._indices = jax.jit(steps.epoch_batch_indices, static_argnums=(2, 3))
-        self._noise = jax.jit(functools.partial(steps.step_noise, batch_size=config.batch_size))
+        self._indices = jax.jit(train.epoch_batch_indices, static_argnums=(2, 3))
+        self._noise = jax.jit(functools.partial(train.step_noise, batch_size=config.batch_size))
         self._state = state
 
     def __call__(self, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -141,11 +141,11 @@ class Gaps:
         return f"loss {self.loss:.3g}, weight max {self.weight_max:.3g}, weight RMS {self.weight_rms:.3g}"
 
 
-def lockstep(config: Config, images, num_steps: int, jax_step=steps.train_step, jax_config=None, scale=None) -> Gaps:
+def lockstep(config: Config, images, num_steps: int, jax_step=train.train_step, jax_config=None, scale=None) -> Gaps:
     """`num_steps` lockstep steps; the JAX side may be mutated (its step, config or data scaling)."""
     jax_config = jax_config or config
     step = jax.jit(jax_step)  # its own jit, not the loop's
-    template = steps.create_state(config, config.seed)
+    template = train.create_state(config, config.seed)
     gan = torch_gan(config, template)
     feed = Feed(config, images, template)
     gaps = Gaps()
@@ -176,7 +176,7 @@ def images(mnist_5k) -> np.ndarray:
 
 
 def torch_step_with_grads(gan: torch_ref.TorchGAN, real, z_d, z_g):
-    """torch_ref.train_step, recording each network's gradients as its optimiser steps."""
+    """torch_ref.train_step, recording each network's gradients as its optimiser train."""
     grads = {}
     for net, opt in (("d", gan.d_opt), ("g", gan.g_opt)):
         original = opt.step
@@ -193,22 +193,22 @@ def torch_step_with_grads(gan: torch_ref.TorchGAN, real, z_d, z_g):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def jax_step0_grads(config: Config, state: steps.GANState, real, z_d, z_g):
+def jax_step0_grads(config: Config, state: train.GANState, real, z_d, z_g):
     """The gradients the step takes, from steps' own loss functions, at step 0's points."""
-    fake = steps.generate(config, state.g_params, z_d)
-    d_grads = jax.grad(lambda d: steps.d_loss_fn(config, d, real, fake)[0])(state.d_params)
-    new_state, _ = steps.train_step(state, real, z_d, z_g)
-    g_grads = jax.grad(steps.g_loss_fn, argnums=1)(config, state.g_params, new_state.d_params, z_g)
+    fake = models.generate(config, state.g_params, z_d)
+    d_grads = jax.grad(lambda d: train.d_loss_fn(config, d, real, fake)[0])(state.d_params)
+    new_state, _ = train.train_step(state, real, z_d, z_g)
+    g_grads = jax.grad(train.g_loss_fn, argnums=1)(config, state.g_params, new_state.d_params, z_g)
     return d_grads, g_grads
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_step0_losses_outputs_and_every_gradient_agree(name, images):
     config = preset(name)
-    state = steps.create_state(config, config.seed)
+    state = train.create_state(config, config.seed)
     gan = torch_gan(config, state)
     real, z_d, z_g = Feed(config, images, state)(0)
-    _, metrics = jax.jit(steps.train_step)(state, real, z_d, z_g)
+    _, metrics = jax.jit(train.train_step)(state, real, z_d, z_g)
     expected, torch_grads = torch_step_with_grads(gan, real, z_d, z_g)
     worst = {"loss": 0.0, "grad": 0.0}
     for key in ("d_loss", "g_loss", "d_real", "d_fake"):
@@ -239,12 +239,12 @@ def test_lockstep_losses_and_weights_agree_for_100_steps(name, images):
 
 def reordered_step(state, real, z_d, z_g):
     """Mutation: G is updated before D (through the old D)."""
-    config, tx = state.config, steps.optimizer(state.config)
-    g_loss, g_grads = jax.value_and_grad(steps.g_loss_fn, argnums=1)(config, state.g_params, state.d_params, z_g)
+    config, tx = state.config, train.optimizer(state.config)
+    g_loss, g_grads = jax.value_and_grad(train.g_loss_fn, argnums=1)(config, state.g_params, state.d_params, z_g)
     g_updates, g_opt_state = tx.update(g_grads, state.g_opt_state, state.g_params)
     g_params = optax.apply_updates(state.g_params, g_updates)
-    fake = jax.lax.stop_gradient(steps.generate(config, g_params, z_d))
-    (d_loss, (d_real, d_fake)), d_grads = jax.value_and_grad(steps.d_loss_fn, argnums=1, has_aux=True)(
+    fake = jax.lax.stop_gradient(models.generate(config, g_params, z_d))
+    (d_loss, (d_real, d_fake)), d_grads = jax.value_and_grad(train.d_loss_fn, argnums=1, has_aux=True)(
         config, state.d_params, real, fake
     )
     d_updates, d_opt_state = tx.update(d_grads, state.d_opt_state, state.d_params)
@@ -258,12 +258,12 @@ def reordered_step(state, real, z_d, z_g):
 def undetached_step(state, real, z_d, z_g):
     """Mutation: the D loss is not detached from G, so its gradient reaches G's update too."""
     config = state.config
-    d_loss_of_g = jax.grad(lambda g: steps.d_loss_fn(config, state.d_params, real, steps.generate(config, g, z_d))[0])
+    d_loss_of_g = jax.grad(lambda g: train.d_loss_fn(config, state.d_params, real, models.generate(config, g, z_d))[0])
     leaked = d_loss_of_g(state.g_params)
-    tx = steps.optimizer(config)
-    new, metrics = steps.train_step(state, real, z_d, z_g)
+    tx = train.optimizer(config)
+    new, metrics = train.train_step(state, real, z_d, z_g)
     # Redo the G update with the D-loss gradient added to the G-loss gradient.
-    g_grads = jax.grad(steps.g_loss_fn, argnums=1)(config, state.g_params, new.d_params, z_g)
+    g_grads = jax.grad(train.g_loss_fn, argnums=1)(config, state.g_params, new.d_params, z_g)
     g_grads = jax.tree.map(jnp.add, g_grads, leaked)
     g_updates, g_opt_state = tx.update(g_grads, state.g_opt_state, state.g_params)
     return new.replace(g_params=optax.apply_updates(state.g_params, g_updates), g_opt_state=g_opt_state), metrics
@@ -271,7 +271,7 @@ def undetached_step(state, real, z_d, z_g):
 
 def reused_noise_step(state, real, z_d, z_g):
     """Mutation: the G step reuses the D step's noise."""
-    return steps.train_step(state, real, z_d, z_d)
+    return train.train_step(state, real, z_d, z_d)
 
 
 MUTATIONS = {
@@ -307,16 +307,16 @@ SCAN_EXAMPLES = 640  # a data subset: short epochs
 
 @pytest.mark.parametrize("name", ["tiny", "small"])
 def test_scan_over_two_epochs_matches_torch(name, images):
-    """steps.train_steps (the loop's lax.scan) vs torch_ref free-running on the same batches and noise."""
+    """train.train_steps (the loop's lax.scan) vs torch_ref free-running on the same batches and noise."""
     config = preset(name)
     subset = images[:SCAN_EXAMPLES]
-    state = steps.create_state(config, config.seed)
+    state = train.create_state(config, config.seed)
     gan = torch_gan(config, state)
     feed = Feed(config, subset, state)
-    run_steps = jax.jit(steps.train_steps)  # its own jit: the loop's compile counters stay untouched
+    run_steps = jax.jit(train.train_steps)  # its own jit: the loop's compile counters stay untouched
     losses = {"jax": [], "torch": []}
     for epoch in range(2):
-        indices = steps.epoch_batch_indices(state.key, epoch, SCAN_EXAMPLES, config.batch_size)
+        indices = train.epoch_batch_indices(state.key, epoch, SCAN_EXAMPLES, config.batch_size)
         state, metrics = run_steps(state, subset, indices)
         losses["jax"].append(np.stack([metrics["d_loss"], metrics["g_loss"]], 1))
     for t in range(2 * feed.steps_per_epoch):
@@ -344,7 +344,7 @@ SCAN_WEIGHT_TOL = 1e-4
 
 def test_torch_trained_generator_samples_the_same_images_in_jaxgan_and_back(images, tmp_path):
     config = preset("tiny")
-    state = steps.create_state(config, config.seed)
+    state = train.create_state(config, config.seed)
     gan = torch_gan(config, state)
     feed = Feed(config, images, state)
     for t in range(5):
@@ -353,16 +353,16 @@ def test_torch_trained_generator_samples_the_same_images_in_jaxgan_and_back(imag
     g, d = torch_state_dicts(gan, "weights")
     torch.save({"generator": g, "discriminator": d, "config": config.to_dict()}, pt)
     loaded = convert.load_pt(pt)
-    z = np.asarray(steps.sample_noise(state, 16))
+    z = np.asarray(sampling.noise(state.key, 16, state.config.latent_dim))
     with torch.no_grad():
         torch_images = gan.generator(torch.tensor(z)).numpy().transpose(0, 2, 3, 1)
-    assert_close("torch-trained G in jaxgan", steps.generate(config, loaded.g_params, z), torch_images, 1e-6)
+    assert_close("torch-trained G in jaxgan", models.generate(config, loaded.g_params, z), torch_images, 1e-6)
     # And the other way: jaxgan trains 5 steps on, torch_ref samples from the converted result.
-    train = jax.jit(steps.train_step)
+    step = jax.jit(train.train_step)
     for t in range(5, 10):
-        loaded, _ = train(loaded.replace(step=jnp.asarray(t, jnp.int32)), *feed(t))
+        loaded, _ = step(loaded.replace(step=jnp.asarray(t, jnp.int32)), *feed(t))
     G, _ = torch_ref.build_models(config)
     G.load_state_dict(convert.to_torch_state_dict(loaded)[0])
     with torch.no_grad():
         torch_images = G(torch.tensor(z)).numpy().transpose(0, 2, 3, 1)
-    assert_close("jaxgan-trained G in torch_ref", steps.generate(config, loaded.g_params, z), torch_images, 1e-6)
+    assert_close("jaxgan-trained G in torch_ref", models.generate(config, loaded.g_params, z), torch_images, 1e-6)

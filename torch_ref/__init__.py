@@ -5,6 +5,6 @@ step) and by the benchmarks (the PyTorch side of every throughput ratio).
 """
 
 from torch_ref.models import Discriminator, Generator, build_models
-from torch_ref.steps import TorchGAN, create_state, train_step
+from torch_ref.train import TorchGAN, create_state, train_step
 
 __all__ = ["Discriminator", "Generator", "TorchGAN", "build_models", "create_state", "train_step"]

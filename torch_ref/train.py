@@ -1,23 +1,93 @@
-"""`python -m torch_ref.train`: the seed recipe's training loop in PyTorch (mirrors jaxgan/loop.py).
+"""The seed recipe in PyTorch: its state, its training step, and its loop (mirrors jaxgan/train.py).
+
+One step, as in the seeds:
+  (1) Update D: BCE(D(real), 1) + BCE(D(fake.detach()), 0), Adam step on D;
+  (2) Update G: BCE(D(G(z_g)), 1) through the updated D, Adam step on G.
+Noise is passed in explicitly so jaxgan and torch_ref can be fed identical numbers.
 
     python -m torch_ref.train --preset small --dataset mnist-5k [--epochs N] [--seed S] [--max-steps K] [--out x.pt]
 
-It runs jaxgan's run, step for step, in PyTorch: the same data (`jaxgan.data.load`, handed
-over as tensors), the same initial weights (jaxgan's, through `jaxgan.convert`), the same
-shuffled batches (`jaxgan.steps.epoch_batch_indices`) and noise (`jaxgan.steps.step_noise`).
+The loop runs jaxgan's run, step for step, in PyTorch: the same data (`jaxgan.data.load`,
+handed over as tensors), the same initial weights (jaxgan's, through `jaxgan.convert`), the
+same shuffled batches (`jaxgan.train.epoch_batch_indices`) and noise (`jaxgan.train.step_noise`).
 At the end it writes the weights as a .pt file in `jaxgan.convert`'s format, which
 `python -m jaxgan.generate --from-pt FILE` samples from. Bad input exits 2 in one line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 
 import numpy as np
 import torch
+from torch import nn
+
+from jaxgan.config import Config
+from torch_ref.models import Discriminator, Generator, build_models
 
 PROG = "python -m torch_ref.train"
+
+
+@dataclasses.dataclass
+class TorchGAN:
+    """Both networks and their optimisers: torch_ref's counterpart of jaxgan's GANState."""
+
+    config: Config
+    generator: Generator
+    discriminator: Discriminator
+    g_opt: torch.optim.Adam
+    d_opt: torch.optim.Adam
+    criterion: nn.BCELoss = dataclasses.field(default_factory=nn.BCELoss)
+    step: int = 0
+
+
+def adam(config: Config, module: nn.Module) -> torch.optim.Adam:
+    return torch.optim.Adam(module.parameters(), lr=config.lr, betas=(config.beta1, config.beta2), eps=1e-8)
+
+
+def create_state(
+    config: Config, seed: int = 0, generator: Generator | None = None, discriminator: Discriminator | None = None
+) -> TorchGAN:
+    """Networks (fresh from `seed`, or the ones given) with fresh Adam states."""
+    if generator is None or discriminator is None:
+        generator, discriminator = build_models(config, seed)
+    return TorchGAN(config, generator, discriminator, adam(config, generator), adam(config, discriminator))
+
+
+def train_step(state: TorchGAN, real: torch.Tensor, z_d: torch.Tensor, z_g: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One D then one G update, in place. real: (B, 1, 28, 28) or (B, 28, 28, 1) in [-1, 1].
+
+    Returns detached scalar tensors d_loss, g_loss, d_real (mean D(x)), d_fake (mean D(G(z_d))).
+    No .item(): reading them is the caller's (host-sync) choice.
+    """
+    G, D, criterion = state.generator, state.discriminator, state.criterion
+    batch = real.shape[0]
+    real_labels = torch.ones(batch, 1)
+    fake_labels = torch.zeros(batch, 1)
+
+    # (1) Update D: maximise log(D(x)) + log(1 - D(G(z))).
+    state.d_opt.zero_grad()
+    real_out = D(real)
+    fake_out = D(G(z_d).detach())
+    d_loss = criterion(real_out, real_labels) + criterion(fake_out, fake_labels)
+    d_loss.backward()
+    state.d_opt.step()
+
+    # (2) Update G: maximise log(D(G(z))) through the updated D.
+    state.g_opt.zero_grad()
+    g_loss = criterion(D(G(z_g)), real_labels)
+    g_loss.backward()
+    state.g_opt.step()
+
+    state.step += 1
+    return {
+        "d_loss": d_loss.detach(),
+        "g_loss": g_loss.detach(),
+        "d_real": real_out.detach().mean(),
+        "d_fake": fake_out.detach().mean(),
+    }
 
 
 def train(config, images: np.ndarray, max_steps: int | None = None, log=print):
@@ -28,20 +98,21 @@ def train(config, images: np.ndarray, max_steps: int | None = None, log=print):
     import jax
     import jax.numpy as jnp
 
-    from jaxgan import steps
-    from torch_ref.steps import create_state, train_step
+    from jaxgan import train as jaxgan_train
 
-    template = steps.create_state(config, config.seed)  # jaxgan's initial weights and PRNG key
+    template = jaxgan_train.create_state(config, config.seed)  # jaxgan's initial weights and PRNG key
     G, D = convert_models(config, template)
     gan = create_state(config, generator=G, discriminator=D)
     data = torch.from_numpy(np.asarray(images, np.float32))  # (N, 28, 28, 1) in [-1, 1]
     num_examples, batch_size = len(data), config.batch_size
     steps_per_epoch = num_examples // batch_size
-    noise = jax.jit(lambda state: steps.step_noise(state, batch_size))
+    noise = jax.jit(lambda state: jaxgan_train.step_noise(state, batch_size))
     history = []
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
-        indices = torch.tensor(np.asarray(steps.epoch_batch_indices(template.key, epoch - 1, num_examples, batch_size)))
+        indices = torch.tensor(
+            np.asarray(jaxgan_train.epoch_batch_indices(template.key, epoch - 1, num_examples, batch_size))
+        )
         sums = dict.fromkeys(("d_loss", "g_loss", "d_real", "d_fake"), 0.0)
         taken = 0
         for row in indices:
@@ -68,7 +139,6 @@ def train(config, images: np.ndarray, max_steps: int | None = None, log=print):
 def convert_models(config, state):
     """torch_ref networks holding a jaxgan state's weights."""
     from jaxgan import convert
-    from torch_ref.models import build_models
 
     G, D = build_models(config)
     g_sd, d_sd = convert.to_torch_state_dict(state)
@@ -80,7 +150,7 @@ def convert_models(config, state):
 def main(argv: list[str] | None = None) -> int:
     from jaxgan import convert
     from jaxgan import data as data_lib
-    from jaxgan.cli import OneLineParser, UsageError
+    from jaxgan.cli import OneLineParser, UsageError, run
     from jaxgan.config import PRESETS, preset
 
     parser = OneLineParser(
@@ -92,12 +162,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of jaxgan's init, noise and shuffling (default: 0)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in total")
     parser.add_argument("--out", default="torch_ref.pt", help="where to write the weights (default: torch_ref.pt)")
-    try:
+
+    def body() -> None:
         args = parser.parse_args(argv)
-        config = preset(args.preset).replace(dataset=args.dataset, seed=args.seed)
-        if args.epochs is not None:
-            config = config.replace(epochs=args.epochs)
-        config.validate()
+        try:
+            config = preset(args.preset).replace(dataset=args.dataset, seed=args.seed)
+            if args.epochs is not None:
+                config = config.replace(epochs=args.epochs)
+            config.validate()
+        except ValueError as err:
+            raise UsageError(str(err)) from None
         if args.max_steps is not None and args.max_steps <= 0:
             raise UsageError(f"--max-steps must be positive, got {args.max_steps}")
         if not args.out.endswith(".pt"):
@@ -105,11 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         dataset = data_lib.load(config.dataset, config.data_dir)
         gan, _ = train(config, dataset.images, args.max_steps)
         convert.write_pt(args.out, config, gan.generator.state_dict(), gan.discriminator.state_dict())
-    except (UsageError, ValueError, OSError, data_lib.DataError) as err:
-        print(f"{PROG}: error: {str(err).splitlines()[0]}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out} after {gan.step} steps")
-    return 0
+        print(f"wrote {args.out} after {gan.step} steps")
+
+    return run(PROG, body)
 
 
 if __name__ == "__main__":

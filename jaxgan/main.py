@@ -1,0 +1,164 @@
+"""`python -m jaxgan.train` (also `jaxgan-train`, `python -m jaxgan`): flags -> Config -> training.
+
+Thin by design: the flags are generated from `Config`'s fields (each field's help text is
+its flag's help), and all the work is `train.train_and_evaluate`. Exit status: 0 done;
+2 bad input (one line on stderr); 1 training diverged; 130 / 143 a SIGINT / SIGTERM stopped
+it (after saving a checkpoint once training had begun).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import typing
+
+from jaxgan import cli, parallel
+from jaxgan import config as config_lib
+
+PROG = "python -m jaxgan.train"
+DEFAULT_PRESET = "small"
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 256,512, got {text!r}") from None
+
+
+def _flag_type(hint):
+    if hint == tuple[int, ...]:
+        return _widths
+    if hint in (int, float, str):
+        return hint
+    return str  # `str | None`
+
+
+def _show(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.OneLineParser(
+        prog=PROG,
+        description="Train a GAN on 28x28 grayscale images. Values start from --preset; any flag overrides one field.",
+    )
+    parser.add_argument(
+        "--preset",
+        default=None,
+        help=f"one of: {', '.join(config_lib.PRESETS)} (default: {DEFAULT_PRESET}, or the checkpoint's)",
+    )
+    parser.add_argument("--workdir", default=None, help="where the run's files go (default: runs/<preset>)")
+    parser.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="--resume: continue from the workdir's latest checkpoint (which must exist); --no-resume: start over, "
+        "deleting its checkpoints, metrics and samples; neither: resume when there is a checkpoint, else start afresh",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    hosts = parser.add_argument_group(
+        "several processes or hosts (jax.distributed; use with --data-parallel)",
+        "Any of these calls jax.distributed.initialize before training. Unset values come from "
+        "JAXGAN_COORDINATOR_ADDRESS, JAXGAN_NUM_PROCESSES, JAXGAN_PROCESS_ID; with none of them, "
+        "JAX detects the cluster (SLURM, Open MPI, ...).",
+    )
+    hosts.add_argument("--distributed", action="store_true", help="join a multi-process run")
+    hosts.add_argument("--coordinator-address", default=None, help="HOST:PORT of process 0's coordinator service")
+    hosts.add_argument("--num-processes", type=int, default=None, help="how many processes the run has")
+    hosts.add_argument("--process-id", type=int, default=None, help="this process's index, 0 .. num_processes-1")
+    fields = parser.add_argument_group(
+        f"config overrides (default: the preset's value; shown: preset {DEFAULT_PRESET}'s; "
+        "marked *: may change when resuming)"
+    )
+    hints = typing.get_type_hints(config_lib.Config)
+    defaults = config_lib.PRESETS[DEFAULT_PRESET]
+    for field in dataclasses.fields(config_lib.Config):
+        if field.name == "preset":
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        mark = " *" if field.metadata["resumable"] else ""
+        help_text = f"{field.metadata['help']} (default: {_show(getattr(defaults, field.name))}){mark}"
+        if hints[field.name] is bool:
+            kind = {"action": argparse.BooleanOptionalAction}
+        else:
+            kind = {"type": _flag_type(hints[field.name])}
+        fields.add_argument(flag, dest=field.name, default=None, help=help_text.replace("%", "%%"), **kind)
+    return parser
+
+
+def wants_distributed(args: argparse.Namespace) -> bool:
+    return args.distributed or any(
+        v is not None for v in (args.coordinator_address, args.num_processes, args.process_id)
+    )
+
+
+def initialize_distributed(args: argparse.Namespace) -> None:
+    """jax.distributed.initialize from the flags (UsageError for impossible values)."""
+    if args.num_processes is not None and args.num_processes < 1:
+        raise cli.UsageError(f"--num-processes must be positive, got {args.num_processes}")
+    pid, count = args.process_id, args.num_processes
+    if pid is not None and (pid < 0 or (count is not None and pid >= count)):
+        span = f"0 .. {count - 1}" if count is not None else "0 .. num_processes-1"
+        raise cli.UsageError(f"--process-id must be in {span}, got {pid}")
+    parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
+
+
+def explicit_overrides(args: argparse.Namespace) -> dict:
+    """The config fields given on the command line (not the preset's name)."""
+    names = [f.name for f in dataclasses.fields(config_lib.Config) if f.name != "preset"]
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def parse(argv: list[str] | None = None) -> tuple[config_lib.Config, frozenset[str], argparse.Namespace]:
+    """argv -> (config, the names of the fields given explicitly, args); UsageError for bad input."""
+    args = build_parser().parse_args(argv)
+    if wants_distributed(args):  # before anything touches a device
+        initialize_distributed(args)
+    overrides = explicit_overrides(args)
+    try:
+        config = config_lib.preset(args.preset or DEFAULT_PRESET).replace(**overrides).validate()
+    except ValueError as err:
+        raise cli.UsageError(str(err)) from None
+    from jaxgan import data as data_lib
+
+    data_lib.check_name(config.dataset, config.data_dir)
+    explicit = frozenset(overrides) | ({"preset"} if args.preset is not None else set())
+    return config, explicit, args
+
+
+def main(argv: list[str] | None = None, *, load_dataset=None) -> int:
+    """Entry point of `python -m jaxgan.train`; returns the exit status. `load_dataset` replaces
+    `data.load` (tests)."""
+    from jaxgan import signals
+
+    def body() -> int:
+        with signals.exit_at_once(PROG):  # until training installs its own handler
+            config, explicit, args = parse(argv)
+            from jaxgan import train  # after parsing: --help and bad flags stay fast
+
+            workdir = args.workdir or os.path.join("runs", config.preset)
+            try:
+                train.train_and_evaluate(
+                    config,
+                    workdir,
+                    resume=args.resume,
+                    explicit=explicit,
+                    load_dataset=load_dataset,
+                    progress=not args.no_progress,
+                )
+            except train.Diverged as err:
+                print(f"{PROG}: error: {err}", file=sys.stderr)
+                return 1
+            except signals.Interrupted as err:
+                print(f"{PROG}: {err}", file=sys.stderr)
+                return 128 + err.signum
+        return 0
+
+    return cli.run(PROG, body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
