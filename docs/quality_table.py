@@ -1,4 +1,4 @@
-"""Regenerate the sample-quality table of the README (docs/quality_table.md) from real runs.
+"""Regenerate the sample-quality tables of docs/quality.md (docs/NAME.md and .json) from real runs.
 
     python docs/quality_table.py                       # small and deep, seeds 0 1 2, default epochs
     python docs/quality_table.py --presets small --seeds 0 1 --epochs 5 --out /tmp/q   # a quick look
