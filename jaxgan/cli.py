@@ -44,9 +44,11 @@ def _flag_type(field: dataclasses.Field):
     hint = typing.get_type_hints(config_lib.Config)[field.name]
     if hint == tuple[int, ...]:
         return _widths
+    optional = [t for t in typing.get_args(hint) if t is not type(None)]  # `int | None` -> int (None: automatic)
+    hint = optional[0] if len(optional) == 1 else hint
     if hint in (int, float, str):
         return hint
-    return str  # `str | None`
+    return str
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -209,9 +209,9 @@ def fit(
         paths.samples.mkdir(parents=True, exist_ok=True)
     with checkpoint.Checkpointer(paths.workdir, keep=config.keep_checkpoints) as checkpointer:
         start = resume_point(checkpointer, config, resume, log)
-        if start is not None and start.epoch >= config.epochs:
+        if start is not None and start.epoch >= (total := config.resolved(start.num_examples).epochs):
             log(
-                f"{paths.workdir} has already trained {start.epoch} epochs (--epochs {config.epochs}): nothing to do; "
+                f"{paths.workdir} has already trained {start.epoch} epochs (--epochs {total}): nothing to do; "
                 f"raise --epochs to train longer"
             )
             return start.state, start.history
@@ -225,6 +225,8 @@ def fit(
             raise data_lib.DataError(
                 f"batch_size {batch_size} is larger than the {num_examples} images of {dataset.name}"
             )
+        epochs_line = config.describe_epochs(num_examples, dataset.name)
+        config = config.resolved(num_examples)  # concrete epochs, sample_every, checkpoint_every
         if start is not None and (start.dataset, start.num_examples) != (dataset.name, num_examples):
             raise checkpoint.CheckpointError(
                 f"the checkpoint was trained on {start.dataset} ({start.num_examples:,} images), "
@@ -255,6 +257,7 @@ def fit(
             f"{steps_per_epoch} steps/epoch, {config.epochs} epochs{resumed} on "
             f"{placement.describe()} -> {paths.workdir}"
         )
+        log(f"epochs: {epochs_line}")
 
         def save(state: steps.GANState, epoch: int) -> Path:
             return checkpointer.save(state, epoch, dataset=dataset.name, num_examples=num_examples, history=history)

@@ -15,7 +15,7 @@ def ema_run(tmp_path_factory, mnist_5k, evaluator):
     """2 tiny epochs on 640 digits with EMA 0.9 and evaluation every epoch."""
     workdir = tmp_path_factory.mktemp("ema_run")
     data = Dataset(mnist_5k.images[:640], mnist_5k.labels[:640], "mnist-5k")
-    config = preset("tiny").replace(ema_decay=0.9, eval_every=1)
+    config = preset("tiny").replace(epochs=2, ema_decay=0.9, eval_every=1)
     log = []
     state, history = loop.fit(config, workdir, dataset=data, progress=False, log=log.append, evaluator=evaluator)
     return workdir, state, history, "\n".join(log)

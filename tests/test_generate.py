@@ -23,7 +23,7 @@ def run(tmp_path_factory, mnist_5k):
     """A 2-epoch tiny run on 640 digits: checkpoints of epochs 1 and 2, and the final state."""
     workdir = tmp_path_factory.mktemp("run")
     data = Dataset(mnist_5k.images[:640], mnist_5k.labels[:640], "mnist-5k")
-    state, _ = loop.fit(preset("tiny"), workdir, dataset=data, progress=False, log=lambda _: None)
+    state, _ = loop.fit(preset("tiny").replace(epochs=2), workdir, dataset=data, progress=False, log=lambda _: None)
     return workdir, state
 
 
