@@ -47,7 +47,9 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["small", "deep"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--ema", nargs="+", type=float, default=[0.99, 0.999])
-    parser.add_argument("--epochs", type=int, default=None, help="override every preset's epochs (default: its own)")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="override every preset's epochs (default: its seed step budget)"
+    )
     parser.add_argument("--runs", default="runs/quality", help="where the training runs go")
     parser.add_argument("--out", default=str(ROOT / "docs"), help="where the table, JSON and grids go")
     parser.add_argument("--name", default="quality_table", help="file name stem of the table and JSON")
@@ -113,7 +115,7 @@ def main() -> None:
                     flush=True,
                 )
             per_row["floor"].append(evaluator.floor(base, seed))
-        epochs = base.epochs
+        epochs = base.resolved(len(dataset.images)).epochs
         lines.append(table_row(f"`{name}` raw", f"{total_steps} ({epochs} ep)", per_row["raw"]))
         for decay in args.ema:
             lines.append(table_row(f"`{name}` EMA {decay}", f"{total_steps} ({epochs} ep)", per_row[f"ema {decay}"]))

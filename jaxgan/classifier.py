@@ -7,9 +7,12 @@ the dataset's training split, deterministically given the seed, and cached as
     $JAXGAN_CACHE/classifier/<dataset>-<seed>/params.npz   the Flax params
                                               info.json    steps, test accuracy, split
 
-($JAXGAN_CACHE defaults to ~/.cache/jaxgan). The held-out split never seen in training:
-- `mnist-5k`: the last HELDOUT_PER_CLASS (100) images of each digit, 1,000 images;
-- a TFDS dataset: its `test` split.
+($JAXGAN_CACHE defaults to ~/.cache/jaxgan; <dataset> is `data.cache_stem` of the dataset's
+name: the name, or for a directory a short stem and a hash of its path). The held-out split
+never seen in training (`data.load_heldout`):
+- a TFDS dataset: its `test` split; a directory of IDX files: its `t10k-*` files;
+- otherwise (`mnist-5k`, IDX files without t10k): the last HELDOUT_PER_CLASS (100) images
+  of each class, 1,000 images for ten classes.
 """
 
 from __future__ import annotations
@@ -67,21 +70,22 @@ class Classifier(NamedTuple):
     info: dict  # dataset, seed, steps, test_accuracy, ...
 
 
-def mnist_5k_split(dataset: data_lib.Dataset) -> Split:
+def last_per_class_split(dataset: data_lib.Dataset) -> Split:
     """Held out: the last HELDOUT_PER_CLASS images of each class; trained on: the rest."""
     heldout = np.zeros(len(dataset.labels), bool)
-    for label in range(NUM_CLASSES):
+    for label in np.unique(dataset.labels):
         heldout[np.flatnonzero(dataset.labels == label)[-HELDOUT_PER_CLASS:]] = True
     return Split(dataset.images[~heldout], dataset.labels[~heldout], dataset.images[heldout], dataset.labels[heldout])
 
 
 def load_split(name: str, data_dir: str | None = None) -> Split:
-    """The classifier split of dataset `name` (mnist-5k or a labelled TFDS dataset)."""
-    if name == data_lib.MNIST_5K:
-        return mnist_5k_split(data_lib.load(name))
+    """The classifier split of labelled dataset `name` (a `Dataset.name`): its training images and
+    its held-out split, or the last of each class held out when it has none."""
     train = data_lib.load(name, data_dir)
-    pixels, labels = data_lib.load_tfds(name, data_dir, split="test")
-    return Split(train.images, train.labels, data_lib.to_model_range(pixels), labels)
+    heldout = data_lib.load_heldout(train.name, data_dir)
+    if heldout is None:
+        return last_per_class_split(train)
+    return Split(train.images, train.labels, heldout.images, heldout.labels)
 
 
 @jax.jit
@@ -130,7 +134,7 @@ def train(split: Split, seed: int, steps: int = TRAIN_STEPS, batch_size: int = B
 
 
 def cache_path(name: str, seed: int, cache: str | Path | None = None) -> Path:
-    return Path(cache or data_lib.cache_dir()) / "classifier" / f"{name}-{seed}"
+    return Path(cache or data_lib.cache_dir()) / "classifier" / f"{data_lib.cache_stem(name)}-{seed}"
 
 
 def load_or_train(

@@ -12,6 +12,8 @@ import math
 from typing import Any
 
 ACTIVATIONS = ("relu", "leaky_relu")
+SEED_DATASET_SIZE = 60_000  # the seeds train on the 60,000 images of MNIST's training split
+GRIDS_PER_RUN = 25  # automatic sample_every / checkpoint_every: about this many per run
 
 
 def _field(default: Any, help: str, *, resumable: bool = False) -> Any:
@@ -42,20 +44,42 @@ class Config:
     lr: float = _field(2e-4, "Adam learning rate")
     beta1: float = _field(0.5, "Adam beta1")
     beta2: float = _field(0.999, "Adam beta2")
-    epochs: int = _field(25, "total number of epochs to train", resumable=True)
+    seed_epochs: int = _field(
+        25,
+        "the seed recipe's epochs of 60,000-image MNIST: without --epochs a run takes as many optimizer steps "
+        "as these, rounded up to whole epochs of its dataset",
+        resumable=True,
+    )
+    epochs: int | None = _field(
+        None, "total number of epochs to train (default: the seed's step budget, see --seed-epochs)", resumable=True
+    )
     seed: int = _field(0, "seed of every random number in the run (init, noise, shuffling)")
     ema_decay: float = _field(
         0.0, "decay of an EMA of the generator's weights used for samples and evaluation (0: off)"
     )
     # Data and outputs.
-    dataset: str = _field("auto", "auto | mnist-5k | mnist | any 28x28 grayscale TFDS dataset")
+    dataset: str = _field(
+        "auto",
+        "auto | mnist-5k | a directory of IDX files (e.g. ./data, torchvision's root) | mnist | fashion_mnist | "
+        "any 28x28 grayscale TFDS dataset; see docs/datasets.md",
+    )
     data_dir: str | None = _field(
         None, "TFDS data directory (default: TFDS's own, ~/tensorflow_datasets)", resumable=True
     )
-    sample_every: int = _field(1, "write a sample grid every N epochs (and always at the end)", resumable=True)
+    sample_every: int | None = _field(
+        None,
+        f"write a sample grid every N epochs and at the end (default: about {GRIDS_PER_RUN} grids per run, "
+        f"ceil(epochs / {GRIDS_PER_RUN}))",
+        resumable=True,
+    )
     grid_size: int = _field(8, "sample grids are grid_size x grid_size images", resumable=True)
     log_every: int = _field(100, "steps per progress-bar update (one XLA call each)", resumable=True)
-    checkpoint_every: int = _field(1, "save a checkpoint every N epochs (and always at the end)", resumable=True)
+    checkpoint_every: int | None = _field(
+        None,
+        "save a checkpoint every N epochs, at the end and when stopped by a signal "
+        f"(default: as often as sample grids, about {GRIDS_PER_RUN} per run)",
+        resumable=True,
+    )
     keep_checkpoints: int = _field(3, "how many of the latest checkpoints to keep", resumable=True)
     eval_every: int = _field(
         0, "measure sample quality (jaxgan.metrics) every N epochs and at the end (0: off)", resumable=True
@@ -80,11 +104,47 @@ class Config:
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
+    def seed_steps(self) -> int:
+        """The optimizer steps of the seed recipe: seed_epochs epochs of 60,000-image MNIST."""
+        return self.seed_epochs * (SEED_DATASET_SIZE // self.batch_size)
+
+    def resolved(self, num_examples: int) -> Config:
+        """This config for a dataset of `num_examples` images, its automatic values made concrete.
+
+        epochs (None: the seed's step budget, ceil(seed_steps / steps per epoch)), then
+        sample_every and checkpoint_every (None: ceil(epochs / GRIDS_PER_RUN)). Explicit
+        values are kept. ValueError when not one batch fits in the dataset.
+        """
+        steps_per_epoch = num_examples // self.batch_size
+        if steps_per_epoch == 0:
+            raise ValueError(f"batch_size {self.batch_size} is larger than the {num_examples} images")
+        epochs = self.epochs if self.epochs is not None else -(-self.seed_steps() // steps_per_epoch)
+        every = -(-epochs // GRIDS_PER_RUN)
+        return self.replace(
+            epochs=epochs,
+            sample_every=every if self.sample_every is None else self.sample_every,
+            checkpoint_every=every if self.checkpoint_every is None else self.checkpoint_every,
+        )
+
+    def describe_epochs(self, num_examples: int, dataset: str) -> str:
+        """One line for the run banner: how many epochs of `dataset` (`num_examples` images) and why."""
+        steps_per_epoch = num_examples // self.batch_size
+        epochs = self.resolved(num_examples).epochs
+        if self.epochs is not None:
+            return f"{epochs:,} epochs of {dataset} ({num_examples:,} images) = {epochs * steps_per_epoch:,} steps"
+        seed_steps = self.seed_steps()
+        equals = "=" if epochs * steps_per_epoch == seed_steps else "rounded up to"
+        return (
+            f"{self.seed_epochs} seed epochs of MNIST = {seed_steps:,} steps {equals} {epochs:,} epochs of {dataset} "
+            f"({num_examples:,} images); --epochs N to choose"
+        )
+
     def validate(self) -> Config:
-        """Raise ValueError with a one-line message naming the first bad field."""
+        """Raise ValueError with a one-line message naming the first bad field (None means automatic)."""
         for name in (
             "latent_dim",
             "batch_size",
+            "seed_epochs",
             "epochs",
             "sample_every",
             "grid_size",
@@ -92,8 +152,9 @@ class Config:
             "checkpoint_every",
             "keep_checkpoints",
         ):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
         for name in ("g_hidden", "d_hidden"):
             widths = getattr(self, name)
             if not widths or any(w <= 0 for w in widths):
@@ -132,7 +193,7 @@ PRESETS: dict[str, Config] = {
     # Seeds 000 and 003: the most common tutorial GAN.
     "small": Config(preset="small"),
     # Seed 001: the same nets with PyTorch's default Adam betas, 10 epochs.
-    "small-beta09": Config(preset="small-beta09", beta1=0.9, epochs=10),
+    "small-beta09": Config(preset="small-beta09", beta1=0.9, seed_epochs=10),
     # Seed 002: the classic "latent 64, hidden 256" tutorial, default Adam betas, batch 100.
     "wide": Config(
         preset="wide",
@@ -141,7 +202,7 @@ PRESETS: dict[str, Config] = {
         d_hidden=(256, 256),
         batch_size=100,
         beta1=0.9,
-        epochs=200,
+        seed_epochs=200,
     ),
     # Seed 004: deeper nets with LeakyReLU in the generator too.
     "deep": Config(
@@ -150,16 +211,17 @@ PRESETS: dict[str, Config] = {
         d_hidden=(512, 256),
         g_activation="leaky_relu",
         batch_size=128,
-        epochs=50,
+        seed_epochs=50,
     ),
-    # Not a seed: a few-second CPU config for tests and smoke runs.
+    # Not a seed: a small CPU config for tests and smoke runs (the steps of 2 MNIST epochs; tests give --epochs).
     "tiny": Config(
         preset="tiny",
         latent_dim=16,
         g_hidden=(32,),
         d_hidden=(32,),
         batch_size=32,
-        epochs=2,
+        seed_epochs=2,
+        epochs=2,  # a fixed length, not a step budget: a smoke run takes seconds on any dataset
         grid_size=4,
     ),
 }

@@ -31,9 +31,11 @@ def _widths(text: str) -> tuple[int, ...]:
 def _flag_type(hint):
     if hint == tuple[int, ...]:
         return _widths
+    optional = [t for t in typing.get_args(hint) if t is not type(None)]  # `int | None` -> int (None: automatic)
+    hint = optional[0] if len(optional) == 1 else hint
     if hint in (int, float, str):
         return hint
-    return str  # `str | None`
+    return str
 
 
 def _show(value) -> str:

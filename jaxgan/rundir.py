@@ -5,6 +5,7 @@ WORKDIR/config.json          the run's config, and the dataset actually used
         losses.png           D/G losses and D(x)/D(G(z)) over epochs
         quality.png          with --eval-every: FD and classifier score over epochs
         samples/epoch_XXXX.png  sample grids
+        samples/progress.gif    the grids in order, as one animation
         checkpoints/epoch_XXXX/ the whole training state (jaxgan.checkpoint)
 """
 
@@ -31,6 +32,7 @@ class RunDir:
         self.losses = self.workdir / "losses.png"
         self.quality = self.workdir / "quality.png"
         self.samples = self.workdir / "samples"
+        self.progress = self.samples / "progress.gif"
 
     def prepare(self) -> None:
         """Create the workdir if needed; UserError in one line unless it is a writable directory."""
@@ -56,16 +58,16 @@ class RunDir:
 
     def clear_outputs(self) -> None:
         """Remove a previous run's metrics, plots and sample grids (a run that starts at epoch 0)."""
-        for path in (self.metrics, self.losses, self.quality):
+        for path in (self.metrics, self.losses, self.quality, self.progress):
             path.unlink(missing_ok=True)
         if self.samples.is_dir():
             for grid in self.samples.glob("epoch_*.png"):
                 grid.unlink()
 
-    def begin(self, config: Config, dataset: str, source: str, history: list[dict]) -> None:
+    def begin(self, config: Config, dataset: str, description: str, history: list[dict]) -> None:
         """Write config.json and a metrics.jsonl holding exactly `history` (the restored epochs)."""
         self.samples.mkdir(parents=True, exist_ok=True)
-        record = {**config.to_dict(), "dataset_resolved": dataset, "dataset_source": source}
+        record = {**config.to_dict(), "dataset_resolved": dataset, "dataset_description": description}
         self.config.write_text(json.dumps(record, indent=2) + "\n")
         self.metrics.write_text("".join(json.dumps(row) + "\n" for row in history))
 
@@ -77,7 +79,9 @@ class RunDir:
         visualize.save_grid(images, self.sample(epoch), grid_size)
 
     def finish(self, history: list[dict]) -> None:
-        """The run's plots: losses.png, and quality.png when some rows were evaluated."""
+        """The run's pictures: losses.png, samples/progress.gif (every grid so far, in order), and
+        quality.png when some rows were evaluated."""
         visualize.plot_history(history, self.losses)
+        visualize.save_progress_gif(sorted(self.samples.glob("epoch_*.png")), self.progress)
         if any("fd" in row for row in history):
             visualize.plot_quality(history, self.quality)

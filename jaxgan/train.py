@@ -363,7 +363,9 @@ def train_and_evaluate(
         config, run.workdir, resume, explicit=explicit, log=log,
         prepare=lambda cfg: load_checked(cfg, placement, log, load_dataset),
     )  # fmt: skip
-    config, dataset, history = start.config, start.dataset, run.read_metrics(start.epoch)
+    dataset, history, num_examples = start.dataset, run.read_metrics(start.epoch), len(start.dataset.images)
+    epochs_line = start.config.describe_epochs(num_examples, dataset.description or dataset.name)
+    config = start.config.resolved(num_examples)  # concrete epochs, sample_every, checkpoint_every
     if start.epoch >= config.epochs:
         log(f"{run.workdir} has already trained {plural(start.epoch, 'epoch')} (--epochs {config.epochs}): "
             "nothing to do; raise --epochs to train longer")  # fmt: skip
@@ -371,16 +373,17 @@ def train_and_evaluate(
     if primary:
         if start.epoch == 0:
             run.clear_outputs()
-        run.begin(config, dataset.name, getattr(dataset, "source", dataset.name), history)
-    images, state = placement.replicate(dataset.images), placement.replicate(start.state)  # stay on the device(s)
-    num_examples, batch_size = len(dataset.images), config.batch_size
+        run.begin(config, dataset.name, dataset.description, history)
+    images = placement.replicate(dataset.images)  # (N, 28, 28, 1), stays on the device(s)
+    state = placement.replicate(start.state.replace(config=config))
+    batch_size = config.batch_size
     steps_per_epoch = num_examples // batch_size
     run_steps, batch_indices = placement.jit_train_steps(train_steps), placement.jit_batch_indices(epoch_batch_indices)
     grid_noise = sampling_grid_noise(state)
     resumed = f", resuming after epoch {start.epoch}" if start.epoch else ""
-    log(f"jaxgan: preset {config.preset}, {dataset.name} ({plural(num_examples, 'image')}), batch {batch_size}, "
-        f"{steps_per_epoch} steps/epoch, {plural(config.epochs, 'epoch')}{resumed} on {placement.describe()} "
-        f"-> {run.workdir}")  # fmt: skip
+    log(f"jaxgan: preset {config.preset}, {dataset.description or dataset.name} ({plural(num_examples, 'image')}), "
+        f"batch {batch_size}, {steps_per_epoch} steps/epoch, {plural(config.epochs, 'epoch')}{resumed} on "
+        f"{placement.describe()} -> {run.workdir}\nepochs: {epochs_line}")  # fmt: skip
     with checkpoint.Checkpointer(run.workdir, keep=config.keep_checkpoints) as saver, signals.StopOnSignal(log) as stop:
         last_saved = start.epoch or None
         for epoch in range(start.epoch + 1, config.epochs + 1):

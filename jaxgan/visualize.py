@@ -1,8 +1,10 @@
-"""Pictures of a run: sample grids and loss curves (matplotlib without pyplot: no display, no global state)."""
+"""Pictures of a run: sample grids, their animation, and loss curves (matplotlib without pyplot:
+no display, no global state)."""
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,6 +37,36 @@ def save_grid(images: np.ndarray, path: str | Path, nrow: int | None = None, sca
     grid = image_grid(images, nrow)
     grid = np.kron(grid, np.ones((scale, scale), np.uint8))
     matplotlib.image.imsave(path, grid, cmap="gray", vmin=0, vmax=255)
+
+
+def save_progress_gif(
+    frames: Sequence[str | Path], out_path: str | Path, *, frame_ms: int = 250, last_frame_ms: int = 2000
+) -> Path:
+    """An animated GIF of image files `frames` in order (a run's sample grids: G's progress), looping forever.
+
+    Frames are shown as grayscale, `frame_ms` each and the last one `last_frame_ms`. Written to a
+    temporary file and renamed, so `out_path` is never a partial GIF. ValueError for no frames or
+    frames of different sizes.
+    """
+    from PIL import Image  # Pillow comes with matplotlib
+
+    if not frames:
+        raise ValueError("no frames for the GIF")
+    images = []
+    for frame in frames:
+        with Image.open(frame) as image:
+            images.append(image.convert("L"))
+        if images[-1].size != images[0].size:
+            raise ValueError(f"{frame} is {images[-1].size}, the first frame {images[0].size}")
+    out_path = Path(out_path)
+    partial = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+    durations = [frame_ms] * (len(images) - 1) + [last_frame_ms]
+    try:
+        images[0].save(partial, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
+        partial.replace(out_path)  # atomic: readers see the old file or the whole new one
+    finally:
+        partial.unlink(missing_ok=True)
+    return out_path
 
 
 def plot_history(history: Sequence[dict], path: str | Path) -> None:

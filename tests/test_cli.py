@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 import matplotlib.image
+import numpy as np
+import PIL.Image
 import pytest
-import tensorflow_datasets as tfds
 
 import jaxgan.main as train_cli
-from jaxgan import data as data_lib
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "tiny", "--no-progress"]
@@ -32,7 +32,10 @@ def check_run_outputs(workdir: Path, epochs: int, sampled: list[int], dataset: s
         assert {"epoch", "step", "d_loss", "g_loss", "d_real", "d_fake", "seconds"} <= set(row)
         assert 0 < row["d_real"] < 1 and 0 < row["d_fake"] < 1 and row["d_loss"] > 0
     samples = sorted(p.name for p in (workdir / "samples").iterdir())
-    assert samples == [f"epoch_{e:04d}.png" for e in sampled]
+    assert samples == [f"epoch_{e:04d}.png" for e in sampled] + ["progress.gif"]
+    with PIL.Image.open(workdir / "samples" / "progress.gif") as gif:  # one frame per grid, in order
+        assert gif.n_frames == len(sampled) and gif.size == (3 * (4 * 30 + 2),) * 2
+    samples.pop()
     grid = matplotlib.image.imread(workdir / "samples" / samples[-1])
     assert grid.shape[:2] == (3 * (4 * 30 + 2), 3 * (4 * 30 + 2))  # 4x4 grid of 28px + 2px padding, x3
     assert grid[..., 0].std() > 0.05  # not a blank picture
@@ -52,13 +55,13 @@ def test_tiny_run_on_mnist_5k_writes_every_output(tmp_path, capsys):
     assert len(lines) == 3 and "D(x):" in lines[0] and "D(G(z)):" in lines[0] and "img/s" in lines[0]
 
 
-def test_tiny_run_on_tfds_mock_data(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(data_lib, "tensorflow_available", lambda: True)
-    monkeypatch.setattr(data_lib, "network_reachable", lambda *a, **k: True)
+def test_tiny_run_on_a_tfds_dataset(tmp_path, capsys, write_tfds):
+    rng = np.random.default_rng(0)
+    pixels, labels = rng.integers(0, 256, (100, 28, 28, 1), dtype=np.uint8), rng.integers(0, 10, 100)
+    write_tfds("fashion_mnist", tmp_path / "tfds", {"train": (pixels, labels)})
     workdir = tmp_path / "run"
-    with tfds.testing.mock_data(num_examples=100):
-        argv = [*TINY, "--dataset", "fashion_mnist", "--data-dir", str(tmp_path / "tfds"), "--workdir", str(workdir)]
-        status, _, _ = run_cli([*argv, "--batch-size", "16", "--log-every", "2"], capsys)
+    argv = [*TINY, "--dataset", "fashion_mnist", "--data-dir", str(tmp_path / "tfds"), "--workdir", str(workdir)]
+    status, _, _ = run_cli([*argv, "--epochs", "2", "--batch-size", "16", "--log-every", "2"], capsys)
     assert status == 0
     rows = check_run_outputs(workdir, epochs=2, sampled=[1, 2], dataset="fashion_mnist")
     assert [r["step"] for r in rows] == [6, 12]  # 100 // 16, in chunks of 2 steps

@@ -16,7 +16,7 @@ def ema_run(tmp_path_factory, mnist_5k, evaluator):
     """2 tiny epochs on 640 digits with EMA 0.9 and evaluation every epoch."""
     workdir = tmp_path_factory.mktemp("ema_run")
     data = Dataset(mnist_5k.images[:640], mnist_5k.labels[:640], "mnist-5k")
-    config = preset("tiny").replace(ema_decay=0.9, eval_every=1)
+    config = preset("tiny").replace(epochs=2, ema_decay=0.9, eval_every=1)
     log = []
     state, history = train.train_and_evaluate(
         config, workdir, load_dataset=data_lib.given(data), progress=False, log=log.append, evaluator=evaluator

@@ -25,7 +25,7 @@ def run(tmp_path_factory, mnist_5k):
     workdir = tmp_path_factory.mktemp("run")
     data = Dataset(mnist_5k.images[:640], mnist_5k.labels[:640], "mnist-5k")
     state, _ = train.train_and_evaluate(
-        preset("tiny"), workdir, load_dataset=data_lib.given(data), progress=False, log=lambda _: None
+        preset("tiny").replace(epochs=2), workdir, load_dataset=data_lib.given(data), progress=False, log=lambda _: None
     )
     return workdir, state
 

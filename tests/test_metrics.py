@@ -51,7 +51,7 @@ def test_score_coverage_and_kl_on_known_distributions():
 
 
 def test_heldout_split_is_100_per_digit_and_disjoint(mnist_5k):
-    split = classifier.mnist_5k_split(mnist_5k)
+    split = classifier.last_per_class_split(mnist_5k)
     assert len(split.heldout_images) == 1000 and len(split.train_images) == 4000
     assert np.array_equal(np.bincount(split.heldout_labels), np.full(10, 100))
     train = {x.tobytes() for x in split.train_images}
@@ -64,7 +64,7 @@ def test_classifier_is_cached_with_its_accuracy_and_beats_chance(quality_cache, 
     assert info["steps"] == 30 and info["heldout_images"] == 1000
     assert info["test_accuracy"] > 0.5  # 30 steps; the real classifier trains for 250
     loaded = classifier.load_or_train("mnist-5k", 0, cache=quality_cache, log=pytest.fail)  # no retraining
-    split = classifier.mnist_5k_split(mnist_5k)
+    split = classifier.last_per_class_split(mnist_5k)
     acc = classifier.accuracy(loaded.params, split.heldout_images, split.heldout_labels)
     assert acc == info["test_accuracy"]
 

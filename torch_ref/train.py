@@ -91,7 +91,8 @@ def train_step(state: TorchGAN, real: torch.Tensor, z_d: torch.Tensor, z_g: torc
 
 
 def train(config, images: np.ndarray, max_steps: int | None = None, log=print):
-    """Train torch_ref on `images` (N, 28, 28, 1) for config.epochs epochs (or max_steps steps).
+    """Train torch_ref on `images` (N, 28, 28, 1) for config.epochs epochs (None: the seed's
+    step budget, `Config.resolved`) or max_steps steps.
 
     Returns the TorchGAN and the per-epoch mean metrics.
     """
@@ -100,6 +101,7 @@ def train(config, images: np.ndarray, max_steps: int | None = None, log=print):
 
     from jaxgan import train as jaxgan_train
 
+    config = config.resolved(len(images))
     template = jaxgan_train.create_state(config, config.seed)  # jaxgan's initial weights and PRNG key
     G, D = convert_models(config, template)
     gan = create_state(config, generator=G, discriminator=D)
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--preset", default="small", help=f"one of: {', '.join(PRESETS)} (default: small)")
     parser.add_argument("--dataset", default="mnist-5k", help="a jaxgan dataset name (default: mnist-5k)")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs (default: the preset's)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs (default: the preset's seed step budget)")
     parser.add_argument("--seed", type=int, default=0, help="seed of jaxgan's init, noise and shuffling (default: 0)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in total")
     parser.add_argument("--out", default="torch_ref.pt", help="where to write the weights (default: torch_ref.pt)")
