@@ -12,6 +12,9 @@ import math
 from typing import Any
 
 ACTIVATIONS = ("relu", "leaky_relu")
+ARCHITECTURES = ("mlp", "dcgan")
+LOSSES = ("bce", "minimax", "lsgan", "hinge")  # jaxgan.losses
+NUM_CLASSES = 10  # labels of a conditional GAN: the ten digits
 
 
 def _field(default: Any, help: str, *, resumable: bool = False) -> Any:
@@ -31,12 +34,19 @@ class Config:
 
     preset: str = _field("small", "name of the preset these values started from")
     # Networks.
+    arch: str = _field("mlp", "network architecture: mlp (the seeds') | dcgan (convolutional, BatchNorm)")
+    conditional: bool = _field(
+        False, "class-conditional GAN: G and D also take the digit label (one-hot, concatenated to their input)"
+    )
+    loss: str = _field("bce", "GAN loss: bce (the seeds' non-saturating) | minimax (saturating G) | lsgan | hinge")
     latent_dim: int = _field(100, "size of the generator's noise vector z")
     g_hidden: tuple[int, ...] = _field((128,), "generator hidden widths, e.g. 256,512")
     d_hidden: tuple[int, ...] = _field((128,), "discriminator hidden widths, e.g. 512,256")
     g_activation: str = _field("relu", "generator hidden activation: relu | leaky_relu")
     d_activation: str = _field("leaky_relu", "discriminator hidden activation: relu | leaky_relu")
     leaky_slope: float = _field(0.2, "negative slope of every LeakyReLU")
+    g_features: int = _field(64, "dcgan: generator base channels (ngf): 2*ngf at 7x7, ngf at 14x14")
+    d_features: int = _field(64, "dcgan: discriminator base channels (ndf): ndf at 14x14, 2*ndf at 7x7")
     # Optimisation (the same Adam for G and D, as in every seed).
     batch_size: int = _field(64, "images per step")
     lr: float = _field(2e-4, "Adam learning rate")
@@ -77,6 +87,10 @@ class Config:
     def image_size(self) -> int:
         return math.prod(self.image_shape)
 
+    @property
+    def num_classes(self) -> int:
+        return NUM_CLASSES
+
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
@@ -84,6 +98,8 @@ class Config:
         """Raise ValueError with a one-line message naming the first bad field."""
         for name in (
             "latent_dim",
+            "g_features",
+            "d_features",
             "batch_size",
             "epochs",
             "sample_every",
@@ -101,6 +117,11 @@ class Config:
         for name in ("g_activation", "d_activation"):
             if getattr(self, name) not in ACTIVATIONS:
                 raise ValueError(f"{name} must be one of {', '.join(ACTIVATIONS)}, got {getattr(self, name)!r}")
+        for name, choices in (("arch", ARCHITECTURES), ("loss", LOSSES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        if not isinstance(self.conditional, bool):
+            raise ValueError(f"conditional must be true or false, got {self.conditional!r}")
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise ValueError(f"lr must be positive, got {self.lr}")
         for name in ("beta1", "beta2"):
@@ -158,6 +179,22 @@ PRESETS: dict[str, Config] = {
         latent_dim=16,
         g_hidden=(32,),
         d_hidden=(32,),
+        batch_size=32,
+        epochs=2,
+        grid_size=4,
+    ),
+    # Preset small, class-conditional: G(z, label) and D(x, label) (any preset takes --conditional).
+    "cgan-small": Config(preset="cgan-small", conditional=True),
+    # pytorch/examples dcgan scaled to 28x28x1 (docs/presets-dcgan.md): its nz, ngf, ndf, batch,
+    # Adam and epochs.
+    "dcgan": Config(preset="dcgan", arch="dcgan"),
+    # Not a recipe: the DCGAN at a few-second CPU size, for tests and smoke runs.
+    "tiny-dcgan": Config(
+        preset="tiny-dcgan",
+        arch="dcgan",
+        latent_dim=16,
+        g_features=8,
+        d_features=8,
         batch_size=32,
         epochs=2,
         grid_size=4,

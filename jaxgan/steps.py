@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxgan.config import Config
+from jaxgan.losses import bce_with_logits
 from jaxgan.models import Discriminator, Generator, init_params
 from jaxgan.optim import torch_adam
 
@@ -102,11 +103,6 @@ def ema_update(ema_params: Params, params: Params, decay: jax.Array) -> Params:
 def sampling_params(state: GANState) -> Params:
     """The generator params to sample and evaluate with: the EMA when it is on, else g_params."""
     return state.g_ema_params if state.g_ema_params is not None else state.g_params
-
-
-def bce_with_logits(logits: jax.Array, target: float) -> jax.Array:
-    """Mean binary cross-entropy of sigmoid(logits) against a constant target."""
-    return optax.sigmoid_binary_cross_entropy(logits, jnp.full_like(logits, target)).mean()
 
 
 def generate(config: Config, g_params: Params, z: jax.Array) -> jax.Array:
