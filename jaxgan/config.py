@@ -13,7 +13,7 @@ from typing import Any
 
 ACTIVATIONS = ("relu", "leaky_relu")
 ARCHITECTURES = ("mlp", "dcgan")
-LOSSES = ("bce", "minimax", "lsgan", "hinge")  # jaxgan.losses
+LOSSES = ("bce", "minimax", "lsgan", "hinge", "wgan-gp")  # jaxgan.losses
 NUM_CLASSES = 10  # labels of a conditional GAN: the ten digits
 
 
@@ -38,7 +38,10 @@ class Config:
     conditional: bool = _field(
         False, "class-conditional GAN: G and D also take the digit label (one-hot, concatenated to their input)"
     )
-    loss: str = _field("bce", "GAN loss: bce (the seeds' non-saturating) | minimax (saturating G) | lsgan | hinge")
+    loss: str = _field(
+        "bce", "GAN loss: bce (the seeds' non-saturating) | minimax (saturating G) | lsgan | hinge | wgan-gp"
+    )
+    gp_weight: float = _field(10.0, "wgan-gp: weight of the gradient penalty (lambda)")
     latent_dim: int = _field(100, "size of the generator's noise vector z")
     g_hidden: tuple[int, ...] = _field((128,), "generator hidden widths, e.g. 256,512")
     d_hidden: tuple[int, ...] = _field((128,), "discriminator hidden widths, e.g. 512,256")
@@ -131,6 +134,8 @@ class Config:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.eval_every < 0:
             raise ValueError(f"eval_every must be non-negative, got {self.eval_every}")
+        if not self.gp_weight >= 0 or not math.isfinite(self.gp_weight):
+            raise ValueError(f"gp_weight must be non-negative, got {self.gp_weight}")
         if not self.leaky_slope >= 0:
             raise ValueError(f"leaky_slope must be non-negative, got {self.leaky_slope}")
         return self

@@ -8,11 +8,14 @@ and on generated ones. Each function returns a scalar to *minimise*:
   minimax  the same                                      E[log(1 - D(G(z)))]  (the original, saturating)
   lsgan    1/2 E[(l(x) - 1)^2] + 1/2 E[l(G(z))^2]        1/2 E[(l(G(z)) - 1)^2]
   hinge    E[relu(1 - l(x))] + E[relu(1 + l(G(z)))]      -E[l(G(z))]
+  wgan-gp  E[l(G(z))] - E[l(x)]  (+ gp_weight * GP)      -E[l(G(z))]
 
-For bce and minimax D(x) = sigmoid(l) is P(real); lsgan (Mao et al., targets a=0, b=c=1)
-and hinge read the logit l itself, with no sigmoid. torch_ref.losses mirrors each one:
+For bce and minimax D(x) = sigmoid(l) is P(real); lsgan (Mao et al., targets a=0, b=c=1),
+hinge and wgan-gp (Gulrajani et al., D is the critic) read the logit l itself, with no
+sigmoid. The wgan-gp critic's loss also needs D itself: `d_loss` is its Wasserstein term and
+the step adds config.gp_weight * `gradient_penalty`. torch_ref.losses mirrors each one:
 its discriminator ends in the seeds' nn.Sigmoid for bce and minimax (then nn.BCELoss), and
-in the bare logit for lsgan and hinge.
+in the bare logit for the others.
 
 `optax.sigmoid_binary_cross_entropy` computes -[y log sigmoid(l) + (1-y) log(1 - sigmoid(l))]
 in a stable form, which is exactly the seeds' `nn.Sigmoid()` + `nn.BCELoss()` wherever
@@ -22,6 +25,8 @@ where the seeds' loss and gradient saturate and this one stays exact.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -49,6 +54,8 @@ def d_loss(kind: str, real_logits: jax.Array, fake_logits: jax.Array) -> jax.Arr
         return bce_with_logits(real_logits, 1.0) + bce_with_logits(fake_logits, 0.0)
     if kind == "lsgan":
         return 0.5 * jnp.square(real_logits - 1.0).mean() + 0.5 * jnp.square(fake_logits).mean()
+    if kind == "wgan-gp":  # the Wasserstein term; the step adds gp_weight * gradient_penalty
+        return fake_logits.mean() - real_logits.mean()
     return jax.nn.relu(1.0 - real_logits).mean() + jax.nn.relu(1.0 + fake_logits).mean()  # hinge
 
 
@@ -61,11 +68,28 @@ def g_loss(kind: str, fake_logits: jax.Array) -> jax.Array:
         return -bce_with_logits(fake_logits, 0.0)  # E[log(1 - sigmoid(l))]
     if kind == "lsgan":
         return 0.5 * jnp.square(fake_logits - 1.0).mean()
-    return -fake_logits.mean()  # hinge
+    return -fake_logits.mean()  # hinge, wgan-gp
 
 
 def discriminator_output(kind: str, logits: jax.Array) -> jax.Array:
     """What torch_ref's discriminator outputs for this loss: sigmoid(logits) = P(real) for bce and
-    minimax (the seeds' D(x)), the logits themselves for lsgan and hinge. Shape of `logits`."""
+    minimax (the seeds' D(x)), the logits themselves for the others. Shape of `logits`."""
     _check(kind)
     return jax.nn.sigmoid(logits) if kind in SIGMOID_LOSSES else logits
+
+
+def gradient_penalty(
+    critic: Callable[[jax.Array], jax.Array], real: jax.Array, fake: jax.Array, eps: jax.Array
+) -> jax.Array:
+    """WGAN-GP's penalty E[(||grad_x critic(x_hat)||_2 - 1)^2] at x_hat = eps real + (1 - eps) fake.
+
+    critic: images (B, 28, 28, 1) -> logits (B,) (D with its params and labels bound);
+    real, fake: (B, 28, 28, 1), fake without gradient to G; eps: (B,) in [0, 1], one per image.
+    Differentiating this in the critic's params differentiates through the input gradient
+    (double backprop), as torch.autograd.grad(create_graph=True) does.
+    """
+    mix = eps[:, None, None, None]
+    x_hat = mix * real + (1.0 - mix) * fake
+    grads = jax.grad(lambda x: critic(x).sum())(x_hat)  # (B, 28, 28, 1): each image's own gradient
+    norms = jnp.sqrt(jnp.square(grads).reshape(grads.shape[0], -1).sum(axis=1))  # (B,)
+    return jnp.square(norms - 1.0).mean()

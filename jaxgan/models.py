@@ -247,7 +247,7 @@ class Discriminator(nn.Module):
 
     For the bce and minimax losses D(x) = sigmoid(logit) is P(real): the seeds end in
     `nn.Sigmoid()`, jaxgan keeps the logit and folds the sigmoid into the loss
-    (`jaxgan.losses`); lsgan and hinge read the logit itself.
+    (`jaxgan.losses`); lsgan, hinge and wgan-gp read the logit itself.
     """
 
     config: Config

@@ -60,7 +60,8 @@ def test_unknown_preset_lists_the_valid_ones():
         ({"d_hidden": (128, 0)}, "d_hidden must be one or more positive widths"),
         ({"g_activation": "gelu"}, "g_activation must be one of relu, leaky_relu"),
         ({"arch": "resnet"}, "arch must be one of mlp, dcgan, got 'resnet'"),
-        ({"loss": "wgan"}, "loss must be one of bce, minimax, lsgan, hinge, got 'wgan'"),
+        ({"loss": "wgan"}, "loss must be one of bce, minimax, lsgan, hinge, wgan-gp, got 'wgan'"),
+        ({"gp_weight": -1.0}, "gp_weight must be non-negative, got -1.0"),
         ({"conditional": 1}, "conditional must be true or false, got 1"),
         ({"g_features": 0}, "g_features must be positive"),
         ({"d_features": -8}, "d_features must be positive"),
@@ -87,7 +88,8 @@ def test_dict_round_trip_restores_tuples():
     d = preset("tiny-dcgan").replace(conditional=True, loss="hinge")
     assert Config.from_dict(d.to_dict()) == d
     # A config written before arch, conditional and loss existed reads as the seeds' MLP GAN.
-    old = {k: v for k, v in c.to_dict().items() if k not in ("arch", "conditional", "loss", "g_features", "d_features")}
+    new_fields = ("arch", "conditional", "loss", "gp_weight", "g_features", "d_features")
+    old = {k: v for k, v in c.to_dict().items() if k not in new_fields}
     assert Config.from_dict(old) == c
     with pytest.raises(ValueError, match="unknown config field"):
         Config.from_dict({**c.to_dict(), "nonsense": 1})

@@ -13,7 +13,13 @@ LN2 = float(np.log(2.0))
 
 @pytest.mark.parametrize(
     ("kind", "d_at_zero", "g_at_zero"),
-    [("bce", 2 * LN2, LN2), ("minimax", 2 * LN2, -LN2), ("lsgan", 0.5, 0.5), ("hinge", 2.0, 0.0)],
+    [
+        ("bce", 2 * LN2, LN2),
+        ("minimax", 2 * LN2, -LN2),
+        ("lsgan", 0.5, 0.5),
+        ("hinge", 2.0, 0.0),
+        ("wgan-gp", 0.0, 0.0),
+    ],
 )
 def test_values_at_undecided_logits(kind, d_at_zero, g_at_zero):
     """Logits 0: D(x) = 1/2 for every image."""
@@ -47,8 +53,20 @@ def test_hinge_and_lsgan_read_the_logit_not_a_probability():
     assert float(losses.g_loss("lsgan", logits)) == pytest.approx(0.5 * (16 + 0.25 + 9) / 3)
 
 
+def test_wasserstein_terms_and_the_gradient_penalty():
+    real, fake = jnp.array([2.0, 4.0]), jnp.array([-1.0, 0.0])
+    assert float(losses.d_loss("wgan-gp", real, fake)) == pytest.approx(-0.5 - 3.0)
+    assert float(losses.g_loss("wgan-gp", fake)) == pytest.approx(0.5)
+    # A linear critic w.x has input gradient w everywhere: the penalty is (||w|| - 1)^2.
+    w = jax.random.normal(jax.random.key(0), (28, 28, 1))
+    critic = lambda x: (x * w).sum(axis=(1, 2, 3))  # noqa: E731
+    images = jax.random.normal(jax.random.key(1), (2, 3, 28, 28, 1))
+    penalty = losses.gradient_penalty(critic, images[0], images[1], jnp.array([0.2, 0.9, 0.5]))
+    assert float(penalty) == pytest.approx((float(jnp.linalg.norm(w)) - 1) ** 2, rel=1e-5)
+
+
 def test_unknown_loss_is_a_one_line_error():
-    with pytest.raises(ValueError, match="unknown GAN loss 'wgan'; choose one of: bce, minimax, lsgan, hinge"):
+    with pytest.raises(ValueError, match="unknown GAN loss 'wgan'; choose one of: bce, minimax, lsgan, hinge, wgan-gp"):
         losses.d_loss("wgan", jnp.zeros(2), jnp.zeros(2))
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -341,4 +342,62 @@ def test_mutation_wrong_label_fed_to_d(name):
     gaps = forward_gaps(Pair(CASES[name]), d_labels=lambda labels: (labels + 1) % 10)
     factor = gaps["D train"] / OUTPUT_TOL
     print(f"PARITY mutation wrong label to D ({name}): {factor:.0f}x")
+    assert factor >= MIN_FACTOR
+
+
+# ---------------------------------------------------------------- 6. WGAN-GP's gradient penalty, double backprop
+
+
+def penalty_gaps(name: str, penalty=losses.gradient_penalty, eps_of=lambda eps: eps) -> dict[str, float]:
+    """The penalty at D's interpolates and its gradient w.r.t. every D parameter, against torch_ref's
+    (torch.autograd.grad(create_graph=True), then backward through it). The JAX side may be mutated."""
+    config = CASES[name].replace(loss="wgan-gp")
+    pair = Pair(config)
+    z, real, labels = batch(config, 1)
+    eps = np.random.default_rng(3).uniform(size=BATCH).astype(np.float32)
+    fake, _ = apply(models.Generator(config), pair.g_vars, z, labels, train=True)
+    D = models.Discriminator(config)
+
+    def of_params(d_params):
+        critic = lambda x: apply(D, {**pair.d_vars, "params": d_params}, x, labels, train=True)[0]  # noqa: E731
+        return penalty(critic, real, fake, eps_of(eps))
+
+    value, grads = jax.value_and_grad(of_params)(pair.d_vars["params"])
+    pair.D.train()
+    critic = lambda x: pair.D(x, torch_labels(labels))  # noqa: E731
+    t_fake = torch.tensor(np.asarray(fake).transpose(0, 3, 1, 2))
+    t_value = torch_losses.gradient_penalty(critic, torch.tensor(real).permute(0, 3, 1, 2), t_fake, torch.tensor(eps))
+    params = list(pair.D.parameters())  # D's last bias does not reach the input gradient: its gradient is 0
+    t_grads = torch.autograd.grad(t_value, params, allow_unused=True)
+    t_grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, t_grads, strict=True)]
+    mine = convert.params_to_state_dict(config, "discriminator", grads)
+    expected = dict(zip([n for n, _ in pair.D.named_parameters()], t_grads, strict=True))
+    return {"loss": rel_gap(value, t_value, floor=1), "grad": max(rel_gap(mine[k], expected[k]) for k in expected)}
+
+
+@pytest.mark.parametrize("name", CONDITIONAL)
+def test_gradient_penalty_and_its_double_backprop_agree(name):
+    gaps = penalty_gaps(name)
+    print(f"PARITY gradient penalty {name}: " + ", ".join(f"{k} {v:.3g}" for k, v in gaps.items()))
+    assert gaps["loss"] <= LOSS_TOL and gaps["grad"] <= GRAD_TOL, gaps
+
+
+def penalty_without_double_backprop(critic, real, fake, eps):
+    """Mutation: the input gradient treated as a constant (torch's create_graph=False)."""
+    mix = eps[:, None, None, None]
+    grads = jax.lax.stop_gradient(jax.grad(lambda x: critic(x).sum())(mix * real + (1 - mix) * fake))
+    return jnp.square(jnp.sqrt(jnp.square(grads).reshape(grads.shape[0], -1).sum(axis=1)) - 1).mean()
+
+
+@pytest.mark.parametrize(
+    "mutation",
+    ["no double backprop", "penalty at the real images, not the interpolates"],
+)
+def test_mutation_gradient_penalty(mutation):
+    if mutation == "no double backprop":
+        gaps = penalty_gaps("mlp-conditional", penalty=penalty_without_double_backprop)
+    else:
+        gaps = penalty_gaps("mlp-conditional", eps_of=np.ones_like)
+    factor = max(gaps["loss"] / LOSS_TOL, gaps["grad"] / GRAD_TOL)
+    print(f"PARITY mutation gradient penalty, {mutation}: {factor:.0f}x")
     assert factor >= MIN_FACTOR

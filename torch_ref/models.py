@@ -17,7 +17,7 @@ Sequential with ngf = config.g_features, ndf = config.d_features and its `weight
        net.5 Conv2d(2ndf, 1, 7, 1, 0), net.6 final activation   (B, 1, 1, 1) -> (B, 1)
 
 Every discriminator ends in `torch_ref.losses.final_activation(config.loss)`: the seeds'
-nn.Sigmoid for bce and minimax, nn.Identity (the bare logit) for lsgan and hinge.
+nn.Sigmoid for bce and minimax, nn.Identity (the bare logit) for lsgan, hinge and wgan-gp.
 Conditional networks take z ⊕ one-hot(label) and flatten(x) ⊕ one-hot(label) (mlp), or
 x with 10 constant one-hot planes after its channel (dcgan D).
 """
@@ -119,7 +119,7 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """images (B, 1, 28, 28) (or (B, 28, 28, 1): one channel, the same memory), labels (B,) when
     conditional -> (B, 1): D(x) = P(real) through the seeds' final Sigmoid (bce, minimax), or
-    the logit (lsgan, hinge)."""
+    the logit (lsgan, hinge, wgan-gp)."""
 
     def __init__(self, config: Config):
         super().__init__()
