@@ -14,6 +14,9 @@ from typing import Any
 ACTIVATIONS = ("relu", "leaky_relu")
 SEED_DATASET_SIZE = 60_000  # the seeds train on the 60,000 images of MNIST's training split
 GRIDS_PER_RUN = 25  # automatic sample_every / checkpoint_every: about this many per run
+ARCHITECTURES = ("mlp", "dcgan")
+LOSSES = ("bce", "minimax", "lsgan", "hinge", "wgan-gp")  # jaxgan.losses
+NUM_CLASSES = 10  # labels of a conditional GAN: the ten digits
 
 
 def _field(default: Any, help: str, *, resumable: bool = False) -> Any:
@@ -33,12 +36,22 @@ class Config:
 
     preset: str = _field("small", "name of the preset these values started from")
     # Networks.
+    arch: str = _field("mlp", "network architecture: mlp (the seeds') | dcgan (convolutional, BatchNorm)")
+    conditional: bool = _field(
+        False, "class-conditional GAN: G and D also take the digit label (one-hot, concatenated to their input)"
+    )
+    loss: str = _field(
+        "bce", "GAN loss: bce (the seeds' non-saturating) | minimax (saturating G) | lsgan | hinge | wgan-gp"
+    )
+    gp_weight: float = _field(10.0, "wgan-gp: weight of the gradient penalty (lambda)")
     latent_dim: int = _field(100, "size of the generator's noise vector z")
     g_hidden: tuple[int, ...] = _field((128,), "generator hidden widths, e.g. 256,512")
     d_hidden: tuple[int, ...] = _field((128,), "discriminator hidden widths, e.g. 512,256")
     g_activation: str = _field("relu", "generator hidden activation: relu | leaky_relu")
     d_activation: str = _field("leaky_relu", "discriminator hidden activation: relu | leaky_relu")
     leaky_slope: float = _field(0.2, "negative slope of every LeakyReLU")
+    g_features: int = _field(64, "dcgan: generator base channels (ngf): 2*ngf at 7x7, ngf at 14x14")
+    d_features: int = _field(64, "dcgan: discriminator base channels (ndf): ndf at 14x14, 2*ndf at 7x7")
     # Optimisation (the same Adam for G and D, as in every seed).
     batch_size: int = _field(64, "images per step")
     lr: float = _field(2e-4, "Adam learning rate")
@@ -101,6 +114,10 @@ class Config:
     def image_size(self) -> int:
         return math.prod(self.image_shape)
 
+    @property
+    def num_classes(self) -> int:
+        return NUM_CLASSES
+
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
@@ -143,6 +160,8 @@ class Config:
         """Raise ValueError with a one-line message naming the first bad field (None means automatic)."""
         for name in (
             "latent_dim",
+            "g_features",
+            "d_features",
             "batch_size",
             "seed_epochs",
             "epochs",
@@ -162,6 +181,11 @@ class Config:
         for name in ("g_activation", "d_activation"):
             if getattr(self, name) not in ACTIVATIONS:
                 raise ValueError(f"{name} must be one of {', '.join(ACTIVATIONS)}, got {getattr(self, name)!r}")
+        for name, choices in (("arch", ARCHITECTURES), ("loss", LOSSES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        if not isinstance(self.conditional, bool):
+            raise ValueError(f"conditional must be true or false, got {self.conditional!r}")
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise ValueError(f"lr must be positive, got {self.lr}")
         for name in ("beta1", "beta2"):
@@ -171,6 +195,8 @@ class Config:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.eval_every < 0:
             raise ValueError(f"eval_every must be non-negative, got {self.eval_every}")
+        if not self.gp_weight >= 0 or not math.isfinite(self.gp_weight):
+            raise ValueError(f"gp_weight must be non-negative, got {self.gp_weight}")
         if not self.leaky_slope >= 0:
             raise ValueError(f"leaky_slope must be non-negative, got {self.leaky_slope}")
         return self
@@ -222,6 +248,22 @@ PRESETS: dict[str, Config] = {
         batch_size=32,
         seed_epochs=2,
         epochs=2,  # a fixed length, not a step budget: a smoke run takes seconds on any dataset
+        grid_size=4,
+    ),
+    # Preset small, class-conditional: G(z, label) and D(x, label) (any preset takes --conditional).
+    "cgan-small": Config(preset="cgan-small", conditional=True),
+    # pytorch/examples dcgan scaled to 28x28x1 (docs/presets-dcgan.md): its nz, ngf, ndf, batch,
+    # Adam and epochs.
+    "dcgan": Config(preset="dcgan", arch="dcgan"),
+    # Not a recipe: the DCGAN at a few-second CPU size, for tests and smoke runs.
+    "tiny-dcgan": Config(
+        preset="tiny-dcgan",
+        arch="dcgan",
+        latent_dim=16,
+        g_features=8,
+        d_features=8,
+        batch_size=32,
+        epochs=2,
         grid_size=4,
     ),
 }

@@ -3,9 +3,13 @@
     python -m jaxgan.convert RUNDIR out.pt [--epoch N]     # a jaxgan checkpoint -> a .pt file
     python -m jaxgan.convert in.pt NEWDIR [--preset P]     # a .pt file -> a jaxgan run directory
 
-Flax layer `net/linear_i` is torch_ref's `net.{2i}` (activations sit at the odd indices);
-a Flax kernel (in, out) is the transpose of PyTorch's Linear weight (out, in). Conversion
-copies float32 values unchanged, so a round trip is bit-identical.
+Each network's layers map to torch_ref's `nn.Sequential` indices (`torch_layout`): for the
+MLP, Flax layer `net/linear_i` is `net.{2i}` (activations sit at the odd indices) and a Flax
+kernel (in, out) is the transpose of PyTorch's Linear weight (out, in); for the DCGAN, conv
+and transposed-conv kernels are torch's weights transposed by (2, 3, 1, 0), and BatchNorm's
+scale, bias and batch_stats mean, var, num_batches_tracked are torch's weight, bias,
+running_mean, running_var, num_batches_tracked. Conversion copies float32 values unchanged
+(and the int counter between int32 and int64), so a round trip is bit-identical.
 
 A .pt file is `torch.save({"generator": g_sd, "discriminator": d_sd, "config": config.to_dict()})`,
 read back with `torch.load(..., weights_only=True)`. NEWDIR gets a checkpoint of epoch 0
@@ -16,6 +20,7 @@ Bad input is one line on stderr and exit status 2.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
@@ -44,29 +49,90 @@ def _torch():
     return torch
 
 
-def _layers(params: Any) -> list[tuple[np.ndarray, np.ndarray]]:
-    """[(kernel (in, out), bias (out,)), ...] of a Generator/Discriminator's params, in layer order."""
-    net = params["net"]
-    return [(np.asarray(net[f"linear_{i}"]["kernel"]), np.asarray(net[f"linear_{i}"]["bias"])) for i in range(len(net))]
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """One layer with weights: its Flax name under `net`, its torch_ref state-dict prefix, its kind."""
+
+    flax: str
+    torch: str
+    kind: str  # a key of TENSORS
 
 
-def params_to_state_dict(params: Any) -> OrderedDict:
-    """One network's Flax params -> a torch_ref state dict (`net.0.weight` (out, in), `net.0.bias`, ...)."""
+# kind -> its tensors: (Flax collection, Flax name, torch name, axes taking the Flax array to torch's).
+# Conv kernels (kh, kw, in, out) are torch's weight (out, in, kh, kw) transposed; the DCGAN's
+# ConvTranspose kernels (kh, kw, out, in) with transpose_kernel=True are torch's (in, out, kh, kw)
+# transposed the same way (jaxgan.models.torch_conv_transpose), so both are kind "conv".
+TENSORS: dict[str, tuple[tuple[str, str, str, tuple[int, ...] | None], ...]] = {
+    "linear": (("params", "kernel", "weight", (1, 0)), ("params", "bias", "bias", None)),
+    "conv": (("params", "kernel", "weight", (3, 2, 0, 1)),),
+    "batch_norm": (
+        ("params", "scale", "weight", None),
+        ("params", "bias", "bias", None),
+        ("batch_stats", "mean", "running_mean", None),
+        ("batch_stats", "var", "running_var", None),
+        ("batch_stats", "num_batches_tracked", "num_batches_tracked", None),
+    ),
+}
+COUNTER = "num_batches_tracked"  # int32 in jaxgan, int64 in PyTorch; every other tensor is float32
+
+
+def torch_layout(config: Config, net: str) -> list[Layer]:
+    """The layers with weights of `config`'s generator or discriminator, in torch_ref's order."""
+    if config.arch == "dcgan":
+        if net == "generator":
+            return [
+                Layer("conv_transpose_0", "net.0", "conv"),
+                Layer("batch_norm_0", "net.1", "batch_norm"),
+                Layer("conv_transpose_1", "net.3", "conv"),
+                Layer("batch_norm_1", "net.4", "batch_norm"),
+                Layer("conv_transpose_2", "net.6", "conv"),
+            ]
+        return [
+            Layer("conv_0", "net.0", "conv"),
+            Layer("conv_1", "net.2", "conv"),
+            Layer("batch_norm_1", "net.3", "batch_norm"),
+            Layer("conv_2", "net.5", "conv"),
+        ]
+    hidden = config.g_hidden if net == "generator" else config.d_hidden
+    return [Layer(f"linear_{i}", f"net.{2 * i}", "linear") for i in range(len(hidden) + 1)]
+
+
+def _tensors(config: Config, net: str, collections: tuple[str, ...]):
+    """(layer, collection, Flax name, torch key, axes) of every tensor of `net` in `collections`."""
+    for layer in torch_layout(config, net):
+        for collection, flax_name, torch_name, axes in TENSORS[layer.kind]:
+            if collection in collections:
+                yield layer, collection, flax_name, f"{layer.torch}.{torch_name}", axes
+
+
+def variables_to_state_dict(config: Config, net: str, variables: dict[str, Any]) -> OrderedDict:
+    """One network's Flax variables ({"params": ..., and "batch_stats": ... if it has BatchNorm})
+    -> a torch_ref state dict (copies). Without "batch_stats", only the parameters' keys (as for
+    gradients or Adam moments)."""
     torch = _torch()
     sd = OrderedDict()
-    for i, (kernel, bias) in enumerate(_layers(params)):
-        sd[f"net.{2 * i}.weight"] = torch.from_numpy(np.ascontiguousarray(kernel.T).copy())
-        sd[f"net.{2 * i}.bias"] = torch.from_numpy(bias.copy())
+    for layer, collection, flax_name, key, axes in _tensors(config, net, tuple(variables)):
+        array = np.asarray(variables[collection]["net"][layer.flax][flax_name])
+        if axes is not None:
+            array = array.transpose(axes)
+        if flax_name == COUNTER:
+            array = array.astype(np.int64)
+        sd[key] = torch.from_numpy(np.array(array, order="C"))
     return sd
 
 
-def to_torch_state_dict(state_or_params: train.GANState | tuple[Any, Any]) -> tuple[OrderedDict, OrderedDict]:
-    """A GANState (or (g_params, d_params)) -> (generator, discriminator) torch_ref state dicts."""
-    if isinstance(state_or_params, train.GANState):
-        g_params, d_params = state_or_params.g_params, state_or_params.d_params
-    else:
-        g_params, d_params = state_or_params
-    return params_to_state_dict(g_params), params_to_state_dict(d_params)
+def params_to_state_dict(config: Config, net: str, params: Any) -> OrderedDict:
+    """One network's Flax params (or a pytree shaped like them: gradients, Adam moments) -> the
+    torch_ref state dict of its parameters (`net.0.weight`, `net.0.bias`, ...)."""
+    return variables_to_state_dict(config, net, {"params": params})
+
+
+def to_torch_state_dict(state: train.GANState) -> tuple[OrderedDict, OrderedDict]:
+    """A GANState's weights -> (generator, discriminator) torch_ref state dicts."""
+    return (
+        params_to_state_dict(state.config, "generator", state.g_params),
+        params_to_state_dict(state.config, "discriminator", state.d_params),
+    )
 
 
 def _as_numpy(value: Any) -> np.ndarray:
@@ -76,52 +142,69 @@ def _as_numpy(value: Any) -> np.ndarray:
 
 
 @functools.cache
-def _expected_layers(config: Config, net: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Zero (kernel, bias) pairs of the shapes `config`'s generator or discriminator has."""
-    g_shapes, d_shapes = jax.eval_shape(lambda: models.init_params(config, jax.random.key(0)))
-    return _layers(jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), g_shapes if net == "generator" else d_shapes))
+def _expected_variables(config: Config, net: str) -> dict[str, Any]:
+    """The shapes and dtypes of `config`'s generator or discriminator variables (no FLOPs)."""
+    g_shapes, d_shapes = jax.eval_shape(lambda: models.init_variables(config, jax.random.key(0)))
+    return g_shapes if net == "generator" else d_shapes
 
 
-def state_dict_to_params(config: Config, net: str, sd: dict[str, Any]) -> dict:
-    """One torch_ref state dict -> Flax params shaped for `config` (copies, never views of the
-    tensors); ConvertError naming the first bad key."""
-    expected = _expected_layers(config, net)
-    names = [f"net.{2 * i}.{kind}" for i in range(len(expected)) for kind in ("weight", "bias")]
-    unexpected = sorted(set(sd) - set(names))
+def state_dict_to_variables(config: Config, net: str, sd: dict[str, Any], buffers: bool = True) -> dict[str, Any]:
+    """One torch_ref state dict -> Flax variables shaped for `config` (copies, never views of the
+    tensors): {"params": ...} and, for networks with BatchNorm and `buffers`, {"batch_stats": ...}.
+
+    buffers=False reads a dict of parameters only (gradients, Adam moments). ConvertError naming
+    the first bad key.
+    """
+    expected = _expected_variables(config, net)
+    collections = ("params", "batch_stats") if buffers else ("params",)
+    tensors = list(_tensors(config, net, tuple(c for c in collections if c in expected)))
+    names = [key for *_, key, _ in tensors]
+    unexpected = sorted(set(sd) - set(names), key=str)
     if unexpected:
         raise ConvertError(
             f"{net} state dict has unexpected key {unexpected[0]!r} for preset {config.preset} "
             f"(expected {', '.join(names)})"
         )
-    layers = {}
-    for i, (kernel, bias) in enumerate(expected):
-        arrays = []
-        for kind, want in (("weight", kernel.T.shape), ("bias", bias.shape)):
-            key = f"net.{2 * i}.{kind}"
-            if key not in sd:
-                raise ConvertError(
-                    f"{net} state dict lacks {key!r} (preset {config.preset} has {len(expected)} layers)"
-                )
-            array = _as_numpy(sd[key])
-            if array.shape != want:
-                raise ConvertError(
-                    f"{net} {key} has shape {tuple(array.shape)}, preset {config.preset} expects {tuple(want)}"
-                )
-            if array.dtype != np.float32:
-                raise ConvertError(f"{net} {key} has dtype {array.dtype}, expected float32")
-            arrays.append(array)
-        weight, b = arrays
-        layers[f"linear_{i}"] = {"kernel": np.array(weight.T, order="C"), "bias": np.array(b)}
-    return {"net": layers}
+    variables: dict[str, Any] = {}
+    for layer, collection, flax_name, key, axes in tensors:
+        if key not in sd:
+            raise ConvertError(f"{net} state dict lacks {key!r} (preset {config.preset} has {', '.join(names)})")
+        want = expected[collection]["net"][layer.flax][flax_name]
+        want_shape = tuple(want.shape) if axes is None else tuple(want.shape[a] for a in axes)
+        array = _as_numpy(sd[key])
+        if array.shape != want_shape:
+            raise ConvertError(
+                f"{net} {key} has shape {tuple(array.shape)}, preset {config.preset} expects {want_shape}"
+            )
+        if flax_name == COUNTER:
+            if not np.issubdtype(array.dtype, np.integer) or not 0 <= int(array) <= np.iinfo(np.int32).max:
+                raise ConvertError(f"{net} {key} must be a non-negative int32-sized integer, got {array.dtype} {array}")
+            array = array.astype(np.int32)
+        elif array.dtype != np.float32:
+            raise ConvertError(f"{net} {key} has dtype {array.dtype}, expected float32")
+        if axes is not None:
+            array = array.transpose(np.argsort(axes))
+        variables.setdefault(collection, {"net": {}})["net"].setdefault(layer.flax, {})[flax_name] = np.array(
+            array, order="C"
+        )
+    return variables
+
+
+def state_dict_to_params(config: Config, net: str, sd: dict[str, Any]) -> dict:
+    """A torch_ref dict of one network's parameters only (weights, gradients, Adam moments) ->
+    Flax params shaped for `config`; ConvertError naming the first bad key."""
+    return state_dict_to_variables(config, net, sd, buffers=False)["params"]
 
 
 def from_torch_state_dict(config: Config, g_sd: dict[str, Any], d_sd: dict[str, Any]) -> train.GANState:
     """torch_ref state dicts -> a fresh GANState (step 0, fresh Adam, key from config.seed) holding those weights."""
-    g_params = state_dict_to_params(config, "generator", g_sd)
-    d_params = state_dict_to_params(config, "discriminator", d_sd)
+    g_variables = state_dict_to_variables(config, "generator", g_sd)
+    d_variables = state_dict_to_variables(config, "discriminator", d_sd)
+    if "batch_stats" in g_variables or "batch_stats" in d_variables:
+        raise ConvertError(f"preset {config.preset}: a training state cannot hold BatchNorm statistics yet")
     state = train.create_state(config, config.seed)
     tx = train.optimizer(config)
-    g_params, d_params = jax.device_put((g_params, d_params))
+    g_params, d_params = jax.device_put((g_variables["params"], d_variables["params"]))
     state = state.replace(
         g_params=g_params, d_params=d_params, g_opt_state=tx.init(g_params), d_opt_state=tx.init(d_params)
     )
@@ -130,9 +213,9 @@ def from_torch_state_dict(config: Config, g_sd: dict[str, Any], d_sd: dict[str, 
     return state
 
 
-def save_pt(path: str | Path, config: Config, state_or_params: train.GANState | tuple[Any, Any]) -> None:
-    """Write the .pt file of `state_or_params` (torch.save of generator, discriminator and config)."""
-    write_pt(path, config, *to_torch_state_dict(state_or_params))
+def save_pt(path: str | Path, config: Config, state: train.GANState) -> None:
+    """Write the .pt file of `state` (torch.save of generator, discriminator and config)."""
+    write_pt(path, config, *to_torch_state_dict(state))
 
 
 def write_pt(path: str | Path, config: Config, g_sd: dict[str, Any], d_sd: dict[str, Any]) -> None:

@@ -1,10 +1,40 @@
-"""The generator and discriminator MLPs of the seed recipes, as Flax modules.
+"""The generator and discriminator as Flax modules: the seeds' MLPs and a DCGAN for 28x28x1.
 
-Layers are initialised like PyTorch's `nn.Linear` default, so jaxgan and torch_ref
+Both networks have one interface for every architecture (mlp | dcgan), conditional or not:
+
+    Generator(config).apply(variables, z, labels=None, train=True)       -> images (B, 28, 28, 1)
+    Discriminator(config).apply(variables, images, labels=None, train=True) -> logits (B,)
+
+`labels` (B,) int32 digits are required exactly when config.conditional. `train` only
+matters for the DCGAN's BatchNorm: in train mode it normalises with the batch's statistics
+and updates the running ones (pass `mutable=["batch_stats"]`), in eval mode (train=False)
+it uses the running ones. A DCGAN's variables are {"params": ..., "batch_stats": ...}; an
+MLP's only {"params": ...}. Every network's layers live under the submodule `net`.
+
+MLP layers are initialised like PyTorch's `nn.Linear` default, so jaxgan and torch_ref
 start from the same distribution: weights kaiming-uniform with a=sqrt(5), which is
 U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 Parameters are named `linear_0`, `linear_1`, ... in layer order; a kernel is
-`(in, out)` (PyTorch's weight is its transpose).
+`(in, out)` (PyTorch's weight is its transpose). A conditional MLP takes z ⊕ one-hot(label)
+or flatten(x) ⊕ one-hot(label): only its first layer grows 10 inputs.
+
+The DCGAN (pytorch/examples dcgan scaled to 28x28; docs/presets-dcgan.md), ngf =
+config.g_features, ndf = config.d_features, no conv biases (BatchNorm follows), layer names
+as in the params tree:
+
+    G: z (B, nz [+10])  -> (B, 1, 1, nz [+10])
+       conv_transpose_0  k7 s1 p0 -> (B, 7, 7, 2ngf),   batch_norm_0, ReLU
+       conv_transpose_1  k4 s2 p1 -> (B, 14, 14, ngf), batch_norm_1, ReLU
+       conv_transpose_2  k4 s2 p1 -> (B, 28, 28, 1),   Tanh
+    D: x (B, 28, 28, 1 [+10 one-hot label planes])
+       conv_0  k4 s2 p1 -> (B, 14, 14, ndf),  LeakyReLU(0.2)          (no BatchNorm, as the example)
+       conv_1  k4 s2 p1 -> (B, 7, 7, 2ndf),   batch_norm_1, LeakyReLU(0.2)
+       conv_2  k7 s1 p0 -> (B, 1, 1, 1) -> logits (B,)
+
+(The activations are config.g_activation / d_activation, relu / leaky_relu by default.)
+Initialisation is the example's `weights_init`: conv kernels N(0, 0.02), BatchNorm scale
+N(1, 0.02) and bias 0. Padding p is PyTorch's; `torch_conv` and `torch_conv_transpose`
+translate it.
 """
 
 from __future__ import annotations
@@ -19,6 +49,8 @@ import jax.numpy as jnp
 
 from jaxgan.config import Config
 
+DCGAN_INIT_STD = 0.02  # pytorch/examples dcgan weights_init
+
 
 def torch_linear_init(fan_in: int):
     """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default for Linear weights and biases."""
@@ -30,10 +62,102 @@ def torch_linear_init(fan_in: int):
     return init
 
 
+def dcgan_kernel_init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
+    """N(0, 0.02): the DCGAN example's conv weight init, drawn flat and reshaped (XLA on CPU
+    compiles a 4-D draw much more slowly than a 1-D one)."""
+    return (DCGAN_INIT_STD * jax.random.normal(key, (math.prod(shape),), dtype)).reshape(shape)
+
+
+def dcgan_scale_init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
+    """N(1, 0.02): the DCGAN example's BatchNorm weight init."""
+    return 1.0 + DCGAN_INIT_STD * jax.random.normal(key, shape, dtype)
+
+
 def activation(name: str, leaky_slope: float):
     if name == "relu":
         return nn.relu
     return lambda x: nn.leaky_relu(x, negative_slope=leaky_slope)
+
+
+def torch_conv(features: int, kernel: int, stride: int, padding: int, name: str) -> nn.Conv:
+    """PyTorch's Conv2d(in, features, kernel, stride, padding, bias=False) on NHWC inputs.
+
+    Both are cross-correlations; the kernel is (kernel, kernel, in, features), torch's weight
+    (features, in, kernel, kernel) transposed by (2, 3, 1, 0).
+    """
+    return nn.Conv(
+        features,
+        (kernel, kernel),
+        strides=(stride, stride),
+        padding=((padding, padding), (padding, padding)),
+        use_bias=False,
+        kernel_init=dcgan_kernel_init,
+        name=name,
+    )
+
+
+def torch_conv_transpose(features: int, kernel: int, stride: int, padding: int, name: str) -> nn.ConvTranspose:
+    """PyTorch's ConvTranspose2d(in, features, kernel, stride, padding, bias=False) on NHWC inputs.
+
+    PyTorch's transposed convolution is the gradient of Conv2d: the input dilated by the stride,
+    padded by kernel - 1 - padding on each side, correlated with the spatially flipped kernel.
+    `transpose_kernel=True` makes lax.conv_transpose flip the kernel and swap its channel axes,
+    so the kernel is (kernel, kernel, features, in): torch's weight (in, features, kernel, kernel)
+    transposed by (2, 3, 1, 0), the same permutation as for Conv2d, with no flip in the copy.
+    Output size (in - 1) * stride - 2 * padding + kernel, as PyTorch's.
+    """
+    edge = kernel - 1 - padding
+    return nn.ConvTranspose(
+        features,
+        (kernel, kernel),
+        strides=(stride, stride),
+        padding=((edge, edge), (edge, edge)),
+        use_bias=False,
+        transpose_kernel=True,
+        kernel_init=dcgan_kernel_init,
+        name=name,
+    )
+
+
+class BatchNorm(nn.Module):
+    """PyTorch's BatchNorm2d(C, eps=1e-5, momentum=0.1) over the channel (last) axis, to the letter.
+
+    x: (B, H, W, C). Train mode normalises with the batch's mean and *biased* variance over
+    (B, H, W) and updates the running statistics with the mean and the *unbiased* variance
+    (n / (n - 1) times the biased one, n = B*H*W), as PyTorch does; flax's nn.BatchNorm uses the
+    biased variance for both, which is why this module exists. Eval mode normalises with the
+    running statistics. `momentum` is flax's convention, running = momentum * running +
+    (1 - momentum) * batch, so PyTorch's 0.1 is 0.9 here.
+
+    params: scale (C,) (torch's weight), bias (C,). batch_stats: mean (C,), var (C,) (torch's
+    running_mean, running_var) and num_batches_tracked () int32, counting train-mode calls.
+    Initialising does not touch the statistics (mean 0, var 1, count 0, as PyTorch's).
+    """
+
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        channels = x.shape[-1]
+        scale = self.param("scale", dcgan_scale_init, (channels,))
+        bias = self.param("bias", nn.initializers.zeros_init(), (channels,))
+        running_mean = self.variable("batch_stats", "mean", jnp.zeros, (channels,), jnp.float32)
+        running_var = self.variable("batch_stats", "var", jnp.ones, (channels,), jnp.float32)
+        count = self.variable("batch_stats", "num_batches_tracked", jnp.zeros, (), jnp.int32)
+        if train:
+            axes = tuple(range(x.ndim - 1))
+            mean = x.mean(axes)  # (C,)
+            var = jnp.square(x - mean).mean(axes)  # (C,), biased
+            if not self.is_initializing():
+                n = x.size // channels
+                m = self.momentum
+                running_mean.value = m * running_mean.value + (1 - m) * mean
+                running_var.value = m * running_var.value + (1 - m) * var * (n / (n - 1))
+                count.value = count.value + 1
+        else:
+            mean, var = running_mean.value, running_var.value
+        return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
 
 
 class MLP(nn.Module):
@@ -54,43 +178,112 @@ class MLP(nn.Module):
         return x
 
 
-class Generator(nn.Module):
-    """z (B, latent_dim) -> images (B, 28, 28, 1) in [-1, 1] (Tanh output)."""
+class DCGANGenerator(nn.Module):
+    """z (B, in) -> images (B, 28, 28, 1) in [-1, 1]; in = latent_dim (+ 10 when conditional)."""
 
     config: Config
 
     @nn.compact
-    def __call__(self, z: jax.Array) -> jax.Array:
+    def __call__(self, z: jax.Array, train: bool) -> jax.Array:
         c = self.config
-        x = MLP((*c.g_hidden, c.image_size), c.g_activation, c.leaky_slope, name="net")(z)
+        act = activation(c.g_activation, c.leaky_slope)
+        x = z[:, None, None, :]  # (B, 1, 1, in)
+        x = torch_conv_transpose(2 * c.g_features, 7, 1, 0, "conv_transpose_0")(x)  # (B, 7, 7, 2ngf)
+        x = act(BatchNorm(name="batch_norm_0")(x, train))
+        x = torch_conv_transpose(c.g_features, 4, 2, 1, "conv_transpose_1")(x)  # (B, 14, 14, ngf)
+        x = act(BatchNorm(name="batch_norm_1")(x, train))
+        x = torch_conv_transpose(c.image_shape[-1], 4, 2, 1, "conv_transpose_2")(x)  # (B, 28, 28, 1)
+        return jnp.tanh(x)
+
+
+class DCGANDiscriminator(nn.Module):
+    """images (B, 28, 28, C) -> logits (B,); C = 1 (+ 10 label planes when conditional)."""
+
+    config: Config
+
+    @nn.compact
+    def __call__(self, images: jax.Array, train: bool) -> jax.Array:
+        c = self.config
+        act = activation(c.d_activation, c.leaky_slope)
+        x = act(torch_conv(c.d_features, 4, 2, 1, "conv_0")(images))  # (B, 14, 14, ndf)
+        x = torch_conv(2 * c.d_features, 4, 2, 1, "conv_1")(x)  # (B, 7, 7, 2ndf)
+        x = act(BatchNorm(name="batch_norm_1")(x, train))
+        x = torch_conv(1, 7, 1, 0, "conv_2")(x)  # (B, 1, 1, 1)
+        return x.reshape(x.shape[0])
+
+
+def one_hot_labels(config: Config, labels: jax.Array | None, network: str) -> jax.Array | None:
+    """labels (B,) int -> one-hot (B, 10) float32, or None for an unconditional config.
+
+    ValueError when labels are missing from a conditional network or given to an unconditional one.
+    """
+    if config.conditional and labels is None:
+        raise ValueError(f"the conditional {network} needs labels")
+    if not config.conditional and labels is not None:
+        raise ValueError(f"the {network} is not conditional (config.conditional is False) but got labels")
+    if labels is None:
+        return None
+    return jax.nn.one_hot(labels, config.num_classes, dtype=jnp.float32)
+
+
+class Generator(nn.Module):
+    """z (B, latent_dim), labels (B,) int when conditional -> images (B, 28, 28, 1) in [-1, 1] (Tanh)."""
+
+    config: Config
+
+    @nn.compact
+    def __call__(self, z: jax.Array, labels: jax.Array | None = None, train: bool = True) -> jax.Array:
+        c = self.config
+        one_hot = one_hot_labels(c, labels, "generator")
+        x = z if one_hot is None else jnp.concatenate([z, one_hot], axis=1)  # (B, latent_dim [+10])
+        if c.arch == "dcgan":
+            return DCGANGenerator(c, name="net")(x, train)
+        x = MLP((*c.g_hidden, c.image_size), c.g_activation, c.leaky_slope, name="net")(x)
         return jnp.tanh(x).reshape((z.shape[0], *c.image_shape))
 
 
 class Discriminator(nn.Module):
-    """images (B, 28, 28, 1) -> logits (B,); D(x) = sigmoid(logit) is P(real).
+    """images (B, 28, 28, 1), labels (B,) int when conditional -> logits (B,).
 
-    The seeds end in `nn.Sigmoid()`; jaxgan keeps the logit and folds the sigmoid into
-    the loss (see `jaxgan.steps.bce_with_logits`).
+    For the bce and minimax losses D(x) = sigmoid(logit) is P(real): the seeds end in
+    `nn.Sigmoid()`, jaxgan keeps the logit and folds the sigmoid into the loss
+    (`jaxgan.losses`); lsgan, hinge and wgan-gp read the logit itself.
     """
 
     config: Config
 
     @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
+    def __call__(self, images: jax.Array, labels: jax.Array | None = None, train: bool = True) -> jax.Array:
         c = self.config
+        one_hot = one_hot_labels(c, labels, "discriminator")
+        if c.arch == "dcgan":
+            if one_hot is not None:  # one constant plane per class, after the image channel
+                planes = jnp.broadcast_to(one_hot[:, None, None, :], (*images.shape[:3], c.num_classes))
+                images = jnp.concatenate([images, planes], axis=3)  # (B, 28, 28, 11)
+            return DCGANDiscriminator(c, name="net")(images, train)
         x = images.reshape((images.shape[0], -1))  # (B, 784)
+        if one_hot is not None:
+            x = jnp.concatenate([x, one_hot], axis=1)  # (B, 794)
         x = MLP((*c.d_hidden, 1), c.d_activation, c.leaky_slope, name="net")(x)
         return x[:, 0]
 
 
-def init_params(config: Config, key: jax.Array) -> tuple[dict, dict]:
-    """Fresh (generator, discriminator) params for `config`."""
+def init_variables(config: Config, key: jax.Array) -> tuple[dict, dict]:
+    """Fresh (generator, discriminator) Flax variables for `config`: {"params": ...} and, for the
+    DCGAN, {"batch_stats": ...} (running mean 0, var 1, num_batches_tracked 0)."""
     g_key, d_key = jax.random.split(key)
     z = jnp.zeros((1, config.latent_dim), jnp.float32)
     images = jnp.zeros((1, *config.image_shape), jnp.float32)
-    g_params = Generator(config).init(g_key, z)["params"]
-    d_params = Discriminator(config).init(d_key, images)["params"]
-    return g_params, d_params
+    labels = jnp.zeros((1,), jnp.int32) if config.conditional else None
+    g_variables = Generator(config).init(g_key, z, labels, train=False)
+    d_variables = Discriminator(config).init(d_key, images, labels, train=False)
+    return dict(g_variables), dict(d_variables)
+
+
+def init_params(config: Config, key: jax.Array) -> tuple[dict, dict]:
+    """Fresh (generator, discriminator) params for `config` (`init_variables` without batch_stats)."""
+    g_variables, d_variables = init_variables(config, key)
+    return g_variables["params"], d_variables["params"]
 
 
 def count_params(params) -> int:

@@ -99,7 +99,7 @@ def runs(tmp_path_factory, data_640):
 
 
 def test_resume_is_bit_identical(runs):
-    config, whole, split, state_whole, state_split, history_split, log = runs
+    _, whole, split, state_whole, state_split, history_split, log = runs
     assert "resuming after epoch 2" in log
     assert_same_state(state_whole, state_split.replace(config=state_whole.config))  # log_every differs
     assert rows(whole) == rows(split)

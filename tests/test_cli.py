@@ -123,7 +123,8 @@ def test_module_entry_point_exit_status_and_help(tmp_path):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert (
         bad.stderr.strip()
-        == "python -m jaxgan.train: error: unknown preset 'nope'; choose one of: small, small-beta09, wide, deep, tiny"
+        == "python -m jaxgan.train: error: unknown preset 'nope'; choose one of: small, small-beta09, wide, deep, tiny, "
+        "cgan-small, dcgan, tiny-dcgan"
     )
     helped = run_module("--help", cwd=tmp_path)
     assert helped.returncode == 0

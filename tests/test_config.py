@@ -27,7 +27,7 @@ def test_presets_reproduce_the_seeds(name):
 
 
 def test_every_preset_is_valid_and_named_after_itself():
-    assert set(PRESETS) == {*SEED_RECIPES, "tiny"}
+    assert set(PRESETS) == {*SEED_RECIPES, "tiny", "cgan-small", "dcgan", "tiny-dcgan"}
     for name, c in PRESETS.items():
         assert c.validate().preset == name
 
@@ -40,7 +40,10 @@ def test_config_is_frozen_and_hashable():
 
 
 def test_unknown_preset_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown preset 'nope'; choose one of: small, small-beta09, wide, deep, tiny"):
+    with pytest.raises(
+        ValueError,
+        match="unknown preset 'nope'; choose one of: small, small-beta09, wide, deep, tiny, cgan-small, dcgan, tiny-dcgan",
+    ):
         preset("nope")
 
 
@@ -59,6 +62,12 @@ def test_unknown_preset_lists_the_valid_ones():
         ({"g_hidden": ()}, "g_hidden must be one or more positive widths"),
         ({"d_hidden": (128, 0)}, "d_hidden must be one or more positive widths"),
         ({"g_activation": "gelu"}, "g_activation must be one of relu, leaky_relu"),
+        ({"arch": "resnet"}, "arch must be one of mlp, dcgan, got 'resnet'"),
+        ({"loss": "wgan"}, "loss must be one of bce, minimax, lsgan, hinge, wgan-gp, got 'wgan'"),
+        ({"gp_weight": -1.0}, "gp_weight must be non-negative, got -1.0"),
+        ({"conditional": 1}, "conditional must be true or false, got 1"),
+        ({"g_features": 0}, "g_features must be positive"),
+        ({"d_features": -8}, "d_features must be positive"),
     ],
 )
 def test_validate_names_the_bad_field(change, message):
@@ -66,9 +75,25 @@ def test_validate_names_the_bad_field(change, message):
         preset("small").replace(**change).validate()
 
 
+def test_new_presets_are_their_recipes():
+    """cgan-small is small, conditional; dcgan is pytorch/examples dcgan's nz, ngf, ndf, batch and Adam."""
+    assert preset("cgan-small") == preset("small").replace(preset="cgan-small", conditional=True)
+    dcgan = preset("dcgan")
+    assert (dcgan.arch, dcgan.latent_dim, dcgan.g_features, dcgan.d_features) == ("dcgan", 100, 64, 64)
+    assert (dcgan.batch_size, dcgan.lr, dcgan.beta1, dcgan.beta2, dcgan.epochs) == (64, 2e-4, 0.5, 0.999, 25)
+    assert (dcgan.g_activation, dcgan.d_activation, dcgan.leaky_slope, dcgan.loss) == ("relu", "leaky_relu", 0.2, "bce")
+    assert all((c.arch, c.conditional, c.loss) == ("mlp", False, "bce") for c in map(preset, SEED_RECIPES))
+
+
 def test_dict_round_trip_restores_tuples():
     c = preset("deep")
     assert Config.from_dict(c.to_dict()) == c
+    d = preset("tiny-dcgan").replace(conditional=True, loss="hinge")
+    assert Config.from_dict(d.to_dict()) == d
+    # A config written before arch, conditional and loss existed reads as the seeds' MLP GAN.
+    new_fields = ("arch", "conditional", "loss", "gp_weight", "g_features", "d_features")
+    old = {k: v for k, v in c.to_dict().items() if k not in new_fields}
+    assert Config.from_dict(old) == c
     with pytest.raises(ValueError, match="unknown config field"):
         Config.from_dict({**c.to_dict(), "nonsense": 1})
 

@@ -15,8 +15,42 @@ def leaves(tree) -> list[np.ndarray]:
     return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
+def random_variables(config, net: str, seed: int = 0) -> dict:
+    """Variables of `config`'s network with random values everywhere, running stats and counters included."""
+    rng = np.random.default_rng(seed)
+    g_shapes, d_shapes = jax.eval_shape(lambda: models.init_variables(config, jax.random.key(0)))
+
+    def fill(s):
+        if s.dtype == np.int32:
+            return np.asarray(rng.integers(0, 2**31 - 1), np.int32)
+        return rng.normal(size=s.shape).astype(np.float32)
+
+    return jax.tree.map(fill, g_shapes if net == "generator" else d_shapes)
+
+
 @pytest.mark.parametrize("name", list(PRESETS))
-def test_round_trip_is_bit_identical_and_loads_into_torch_ref(name):
+def test_variables_round_trip_is_bit_identical_and_loads_into_torch_ref(name):
+    """Every preset, conditional and not: params, running stats and num_batches_tracked, both ways."""
+    for conditional in (False, True):
+        config = preset(name).replace(conditional=conditional)
+        G, D = torch_ref.build_models(config)
+        for net, module in (("generator", G), ("discriminator", D)):
+            variables = random_variables(config, net)
+            sd = convert.variables_to_state_dict(config, net, variables)
+            module.load_state_dict(sd)  # strict: every key and shape is torch_ref's
+            back = convert.state_dict_to_variables(config, net, module.state_dict())
+            assert jax.tree.structure(back) == jax.tree.structure(variables)
+            for a, b in zip(leaves(variables), leaves(back), strict=True):
+                assert a.dtype == b.dtype and np.array_equal(a, b)
+            counters = [k for k in sd if k.endswith("num_batches_tracked")]
+            assert all(sd[k].dtype == torch.int64 for k in counters)
+            assert len(counters) == (
+                2 if config.arch == "dcgan" and net == "generator" else int(config.arch == "dcgan")
+            )
+
+
+@pytest.mark.parametrize("name", [name for name, c in PRESETS.items() if c.arch == "mlp"])
+def test_state_round_trip_is_bit_identical_and_loads_into_torch_ref(name):
     config = preset(name)
     state = train.create_state(config, 3)
     g_sd, d_sd = convert.to_torch_state_dict(state)
@@ -56,6 +90,65 @@ def test_wrong_shape_missing_and_extra_keys_are_clear_errors():
         convert.from_torch_state_dict(small, g_sd, missing)
     with pytest.raises(ValueError, match=r"unexpected key 'net\.4\.weight'"):
         convert.from_torch_state_dict(small, g_sd, {**d_sd, "net.4.weight": d_sd["net.2.weight"]})
+
+
+def test_dcgan_state_dict_errors_name_the_key():
+    config = preset("tiny-dcgan")
+    g_sd = convert.variables_to_state_dict(config, "generator", random_variables(config, "generator"))
+    d_sd = convert.variables_to_state_dict(config, "discriminator", random_variables(config, "discriminator"))
+    cases = {
+        "generator": [
+            (
+                {k: v for k, v in g_sd.items() if k != "net.4.running_var"},
+                r"generator state dict lacks 'net\.4\.running_var'",
+            ),
+            (
+                {**g_sd, "net.3.weight": g_sd["net.3.weight"][:, :4]},
+                r"generator net\.3\.weight has shape \(16, 4, 4, 4\), preset tiny-dcgan expects \(16, 8, 4, 4\)",
+            ),
+            (
+                {**g_sd, "net.1.running_mean": g_sd["net.1.running_mean"].double()},
+                r"generator net\.1\.running_mean has dtype float64, expected float32",
+            ),
+            (
+                {**g_sd, "net.1.num_batches_tracked": torch.tensor(1.0)},
+                r"generator net\.1\.num_batches_tracked must be a non-negative int32-sized integer",
+            ),
+            (
+                {**g_sd, "net.1.num_batches_tracked": torch.tensor(2**40)},
+                r"net\.1\.num_batches_tracked must be a non-negative int32-sized integer",
+            ),
+            (
+                {**g_sd, "net.2.weight": g_sd["net.0.weight"]},
+                r"generator state dict has unexpected key 'net\.2\.weight'",
+            ),
+        ],
+        "discriminator": [
+            (
+                {k: v for k, v in d_sd.items() if k != "net.3.num_batches_tracked"},
+                r"discriminator state dict lacks 'net\.3\.num_batches_tracked'",
+            ),
+        ],
+    }
+    for net, bad in cases.items():
+        for sd, message in bad:
+            with pytest.raises(ValueError, match=message):
+                convert.state_dict_to_variables(config, net, sd)
+    # Parameters only (gradients, Adam moments): the buffers are not expected there.
+    with pytest.raises(ValueError, match=r"unexpected key 'net\.1\.num_batches_tracked'"):
+        convert.state_dict_to_params(config, "generator", g_sd)
+    params_only = {k: v for k, v in g_sd.items() if "running" not in k and "num_batches" not in k}
+    params = convert.state_dict_to_params(config, "generator", params_only)
+    assert set(params["net"]) == {
+        "conv_transpose_0",
+        "batch_norm_0",
+        "conv_transpose_1",
+        "batch_norm_1",
+        "conv_transpose_2",
+    }
+    # A GANState has no place for BatchNorm statistics yet: a clear error, not a silent loss.
+    with pytest.raises(ValueError, match="cannot hold BatchNorm statistics yet"):
+        convert.from_torch_state_dict(config, g_sd, d_sd)
 
 
 @pytest.fixture
