@@ -46,6 +46,14 @@ def test_npz_holds_images_pixels_and_noise_of_the_final_generator(run, tmp_path,
     np.testing.assert_allclose(images, expected, atol=1e-6)
 
 
+def test_the_runs_seed_draws_its_last_sample_grid(run, tmp_path):
+    workdir, state = run
+    out = tmp_path / "grid.png"
+    argv = ["--workdir", str(workdir), "--num", str(state.config.grid_size**2), "--seed", str(state.config.seed)]
+    assert generate.main([*argv, "--out", str(out)]) == 0
+    assert out.read_bytes() == (workdir / "samples" / "epoch_0002.png").read_bytes()
+
+
 def test_same_seed_same_images_other_seed_other_images(run, tmp_path):
     workdir, _ = run
     paths = {name: tmp_path / f"{name}.npy" for name in ("a", "b", "c")}
