@@ -35,6 +35,7 @@ def quick_run(tmp_path_factory):
     return json.loads(json_path.read_text()), json_path.parent, before
 
 
+@pytest.mark.slow
 def test_quick_run_writes_results_and_plot_into_a_temporary_directory(quick_run):
     result, out, before = quick_run
     assert published() == before  # the published results are untouched
@@ -43,6 +44,7 @@ def test_quick_run_writes_results_and_plot_into_a_temporary_directory(quick_run)
     assert result["matmul_peak_gflops"] > 0 and result["cores"] >= 1
 
 
+@pytest.mark.slow
 def test_quick_run_ratios_are_finite_and_positive(quick_run):
     result, *_ = quick_run
     assert [(r["preset"], r["batch_size"]) for r in result["rows"]] == [("tiny", 32)]
@@ -55,6 +57,7 @@ def test_quick_run_ratios_are_finite_and_positive(quick_run):
     assert e2e["jax_steps"] == 128 // 32 and e2e["torch_steps"] == 4
 
 
+@pytest.mark.slow
 def test_markdown_table_has_a_line_per_row(quick_run):
     result, *_ = quick_run
     table = throughput.markdown_table(result["rows"]).splitlines()
