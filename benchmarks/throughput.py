@@ -6,8 +6,10 @@ is the baseline) and `torch.compile` where asked; steps/s, images/s, the ratios,
 matmul roofline measured in the same run, first-call (compile) times and peak memory.
 Then one end-to-end epoch per preset including the input pipeline, at the seeds' batch 64.
 
-Writes benchmarks/results/<device>.json and <device>.png, prints a table and a markdown
-version of it for the README. `--quick` is a seconds-long smoke run (CI).
+Writes benchmarks/results/<device>.json and <device>.png (or into --out), prints a table
+and a markdown version of it for docs/performance.md. `--quick` is a seconds-long smoke run
+(CI); it writes into a new temporary directory unless --out names one, and never into
+benchmarks/results/, which holds the published results. Needs torch (`pip install -e '.[torch]'`).
 """
 
 from __future__ import annotations
@@ -19,25 +21,27 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import jax
-import torch
 
-from benchmarks import end_to_end, jax_bench, torch_bench
+from benchmarks import jax_bench
 from benchmarks.timing import cpu_model, load_average, time_interleaved
 from jaxgan import data as data_lib
+from jaxgan.cli import OneLineParser, UsageError, require, run
 from jaxgan.config import preset
 
-RESULTS = Path(__file__).parent / "results"
+PROG = "python -m benchmarks.throughput"
+RESULTS = Path(__file__).parent / "results"  # the published results: full runs only
 FULL = {
     "presets": ["small", "wide", "deep"],  # small-beta09 has small's networks and step: same speed
     "batch_sizes": [64, 128, 256, 1024],
     "repeats": 5,
     "matmul_n": 2048,
     "examples": 5000,
-    "torch_compile": "target",
+    "torch_compile": "one",
 }
 QUICK = {
     "presets": ["tiny"],
@@ -47,11 +51,12 @@ QUICK = {
     "examples": 128,
     "torch_compile": "off",
 }
-TARGET = ("small", 64)  # the issue's targets are for preset small at B=64 (roofline at B=256)
+COMPILE_ROW = ("small", 64)  # the seeds' preset and batch: the row --torch-compile one times
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.splitlines()[0])
+    """The checked arguments; UsageError (one line, exit 2 through `cli.run`) for bad ones."""
+    p = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny preset, small batches, 2 repeats: a CI smoke run")
     p.add_argument("--presets", nargs="+", help=f"presets to run (default {' '.join(FULL['presets'])})")
     p.add_argument("--batch-sizes", nargs="+", type=int, help="batch sizes (default 64 128 256 1024)")
@@ -60,13 +65,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--matmul-n", type=int, help="size of the square matmul that measures the peak (default 2048)")
     p.add_argument(
         "--torch-compile",
-        choices=["off", "target", "all"],
-        help="torch.compile for no row, only small at B=64 (default; about a minute cold), or every row",
+        choices=["off", "one", "all"],
+        help="torch.compile for no row, only small at B=64 (default; slow when its cache is cold), or every row",
     )
     p.add_argument(
         "--torch-threads", nargs="+", type=int, help="torch eager thread counts to try (default 1 and all cores)"
     )
-    p.add_argument("--out", type=Path, default=RESULTS, help="directory for <device>.json and .png")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="directory for <device>.json and .png (default: benchmarks/results, or with --quick a new temporary one)",
+    )
     args = p.parse_args(argv)
     defaults = QUICK if args.quick else FULL
     for name, value in defaults.items():
@@ -75,14 +84,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.torch_threads is None:
         args.torch_threads = sorted({1, os.cpu_count() or 1})
     if any(b <= 0 for b in args.batch_sizes) or args.repeats <= 0 or args.examples <= 0:
-        p.error("batch sizes, --repeats and --examples must be positive")
+        raise UsageError("batch sizes, --repeats and --examples must be positive")
     for name in args.presets:
         try:
             preset(name)
         except ValueError as err:
-            p.error(str(err))
+            raise UsageError(str(err)) from None
     if max(args.batch_sizes) > args.examples:
-        p.error(f"batch size {max(args.batch_sizes)} is larger than --examples {args.examples}")
+        raise UsageError(f"batch size {max(args.batch_sizes)} is larger than --examples {args.examples}")
+    if args.quick and args.out is not None and args.out.resolve() == RESULTS.resolve():
+        raise UsageError(f"--quick never writes the published results in {RESULTS}; choose another --out")
     return args
 
 
@@ -93,6 +104,10 @@ def steps_per_call(batch_size: int, quick: bool) -> int:
 
 def run_row(name: str, batch_size: int, images_np, images, args) -> dict:
     """One preset at one batch size: jaxgan (step, scan) and torch eager (each thread count), timed round-robin."""
+    import torch
+
+    from benchmarks import torch_bench
+
     config = preset(name).replace(batch_size=batch_size)
     n = steps_per_call(batch_size, args.quick)
     jx = jax_bench.prepare(config, images, steps_per_call=n)
@@ -102,7 +117,7 @@ def run_row(name: str, batch_size: int, images_np, images, args) -> dict:
     best = min(args.torch_threads, key=lambda t: timings[f"torch_{t}"].median_s)
     torch.set_num_threads(best)
     compiled = None
-    if args.torch_compile == "all" or (args.torch_compile == "target" and (name, batch_size) == TARGET):
+    if args.torch_compile == "all" or (args.torch_compile == "one" and (name, batch_size) == COMPILE_ROW):
         compiled = torch_bench.bench_compiled(
             config, images_np, steps_per_call=n, repeats=args.repeats, max_compile_s=30.0
         )
@@ -240,33 +255,31 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def targets(rows: list[dict], e2e: list[dict]) -> dict:
-    """The issue's targets (preset small) against what this run measured; None where not measured."""
-
-    def find(b):
-        return next((r for r in rows if (r["preset"], r["batch_size"]) == ("small", b)), None)
-
-    at64, at256 = find(64), find(256)
-    small_e2e = next((e for e in e2e if e["preset"] == "small"), None)
-    return {
-        "scan_vs_torch_eager_at_64": {"target": 3.0, "measured": at64 and at64["jax_scan_ratio"]},
-        "end_to_end_epoch": {"target": 6.0, "measured": small_e2e and small_e2e["ratio"]},
-        "roofline_pct_at_256": {"target": 60.0, "measured": at256 and at256["roofline_scan_pct"]},
-        "first_call_compile_s": {"target": 3.0, "measured": at64 and at64["jax_compile_s"], "lower_is_better": True},
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    threads = torch.get_num_threads()
-    try:
-        return run(args, argv)
-    finally:
-        torch.set_num_threads(threads)
+    """Entry point of `python -m benchmarks.throughput`; returns the exit status."""
+
+    def body() -> int:
+        args = parse_args(argv)
+        require("torch")
+        import torch
+
+        threads = torch.get_num_threads()
+        try:
+            return measure(args, argv)
+        finally:
+            torch.set_num_threads(threads)
+
+    return run(PROG, body)
 
 
-def run(args: argparse.Namespace, argv: list[str] | None) -> int:
+def measure(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """Run the benchmark, write its JSON and plot, print its tables; exit status 0."""
+    import torch
+
+    from benchmarks import end_to_end
+
     started = time.perf_counter()
+    out = args.out or (Path(tempfile.mkdtemp(prefix="jaxgan-benchmark-")) if args.quick else RESULTS)
     load_start = load_average()
     device = jax_bench.device_name()
     pixels, labels = data_lib.load_mnist_5k()
@@ -331,13 +344,12 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "rows": rows,
         "end_to_end": e2e,
-        "targets": targets(rows, e2e),
         "seconds": time.perf_counter() - started,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    json_path = args.out / f"{device}.json"
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / f"{device}.json"
     json_path.write_text(json.dumps(result, indent=1, default=_jsonable) + "\n")
-    png_path = args.out / f"{device}.png"
+    png_path = out / f"{device}.png"
     plot(rows, png_path, f"{device}, {result['date_utc']} UTC, load {load_start}")
 
     print()
@@ -349,12 +361,8 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
             f"  {e['preset']} B={e['batch_size']}: jaxgan {e['jax_epoch_s']:.3f} s ({e['jax_steps']} steps), "
             f"seeds' DataLoader loop {e['torch_epoch_s']:.3f} s ({e['torch_steps']} steps): {e['ratio']:.2f}x"
         )
-    print("\nTargets (preset small):")
-    for key, t in result["targets"].items():
-        measured = "not measured" if t["measured"] is None else f"{t['measured']:.2f}"
-        print(f"  {key}: {measured} (target {'<' if t.get('lower_is_better') else '>='} {t['target']})")
     print(f"\nmatmul peak {peak_flops / 1e9:.1f} GFLOP/s (best of {len(peaks)} measurements in this run)")
-    print(f"\nMarkdown for README.md ({json_path}, {png_path}):\n")
+    print(f"\nMarkdown for docs/performance.md ({json_path}, {png_path}):\n")
     print(markdown_table(rows))
     print()
     print(e2e_markdown(e2e))

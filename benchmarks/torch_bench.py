@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
+import os
+import sys
 import time
 
 import numpy as np
@@ -38,11 +41,32 @@ def state_bytes(state: torch_ref.TorchGAN) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def step_allocation_peak(step_fn) -> int:
-    """High-water mark of the memory a call allocates beyond what it started with, from torch.profiler."""
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """File descriptor 2 sent to /dev/null while the block runs, then restored: torch.profiler's
+    C++ side (kineto) prints a profiler_start and a profiler_stop line there on every use."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def step_allocation_peak(state: torch_ref.TorchGAN, step_fn) -> int:
+    """High-water mark of the memory a step allocates beyond what it started with, from torch.profiler.
+
+    Measured from `state` without gradients (as `zero_grad` leaves it), so every block freed
+    during the step was allocated during it and the profiler knows its size.
+    """
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    state.g_opt.zero_grad(set_to_none=True)
+    state.d_opt.zero_grad(set_to_none=True)
+    with native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step_fn()
     events = sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start)
     running = itertools.accumulate(e.self_cpu_memory_usage for e in events)
@@ -68,7 +92,7 @@ def prepare_eager(config: Config, images: np.ndarray, *, steps_per_call: int, th
     state = torch_ref.create_state(config, 0)
     one_step = make_step(state, torch.from_numpy(images).permute(0, 3, 1, 2), config.batch_size)
     first_call_s, _ = time_first_call(one_step, no_sync)
-    peak = state_bytes(state) + step_allocation_peak(one_step)
+    peak = state_bytes(state) + step_allocation_peak(state, one_step)
 
     def run_steps():
         for _ in range(steps_per_call):

@@ -2,23 +2,33 @@
 
 Inception-v3 features do not fit 28x28 grayscale digits, so jaxgan measures samples
 with a CNN trained on the dataset itself. It is trained once per (dataset, seed) on
-the dataset's training split, deterministically given the seed, and cached as
+the dataset's training split, deterministically given the seed (in chunks of one
+`lax.scan` each, so a progress bar can follow it), and cached as
 
-    $JAXGAN_CACHE/classifier/<dataset>-<seed>/params.npz   the Flax params
-                                              info.json    steps, test accuracy, split
+    $JAXGAN_CACHE/classifier/<dataset>-<seed>/params.msgpack   the Flax params (flax.serialization)
+                                              info.json        steps, test accuracy, split
 
 ($JAXGAN_CACHE defaults to ~/.cache/jaxgan; <dataset> is `data.cache_stem` of the dataset's
-name: the name, or for a directory a short stem and a hash of its path). The held-out split
-never seen in training (`data.load_heldout`):
+name: the name, or for a directory a short stem and a hash of its path). A cache that cannot
+be read back whole (a missing file or key, other shapes) is trained again, with a notice.
+The held-out split never seen in training (`data.load_heldout`):
 - a TFDS dataset: its `test` split; a directory of IDX files: its `t10k-*` files;
 - otherwise (`mnist-5k`, IDX files without t10k): the last HELDOUT_PER_CLASS (100) images
   of each class, 1,000 images for ten classes.
+
+The cache is a msgpack file, not an orbax checkpoint like the runs' (`jaxgan.checkpoint`):
+every process of a multi-process run builds its evaluator itself, against its own host's
+cache, and orbax's save and restore wait for all processes at barriers, which would hang as
+soon as one host found the cache and another did not. Each process writes its own temporary
+file and renames it into place, so processes sharing a cache directory do not collide.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -31,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from tqdm.auto import tqdm
 
 from jaxgan import data as data_lib
 
@@ -40,6 +51,10 @@ HELDOUT_PER_CLASS = 100
 TRAIN_STEPS = 250
 BATCH_SIZE = 128
 LEARNING_RATE = 1e-3
+PROGRESS_UPDATES = 10  # training runs in this many chunks (one scan each): the progress bar's steps
+PARAMS_FILE = "params.msgpack"
+INFO_FILE = "info.json"
+INFO_KEYS = ("dataset", "seed", "steps", "test_accuracy", "heldout_images")  # what readers of info rely on
 
 
 class LeNet(nn.Module):
@@ -109,17 +124,25 @@ def accuracy(params, images: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(probs.argmax(axis=1) == labels))
 
 
-def train(split: Split, seed: int, steps: int = TRAIN_STEPS, batch_size: int = BATCH_SIZE) -> Any:
-    """Adam on cross-entropy for `steps` steps of shuffled batches; the same seed, the same params."""
-    key = jax.random.key(seed)
-    params = LeNet().init(jax.random.fold_in(key, 0), jnp.zeros((1, 28, 28, 1)))["params"]
+def init_params(key: jax.Array) -> Any:
+    return LeNet().init(key, jnp.zeros((1, 28, 28, 1)))["params"]
+
+
+def abstract_params() -> Any:
+    """The params' tree of jax.ShapeDtypeStruct: what a cached classifier must match."""
+    return jax.eval_shape(init_params, jax.random.key(0))
+
+
+@functools.partial(jax.jit, static_argnames="batch_size")
+def train_chunk(carry, images: jax.Array, labels: jax.Array, key: jax.Array, steps: jax.Array, *, batch_size: int):
+    """Adam on cross-entropy for the steps `steps` (K,) in one scan: step t trains on the batch of
+    `batch_size` drawn without replacement with fold_in(key, t + 1). carry: (params, Adam state)
+    -> (carry, losses (K,))."""
     tx = optax.adam(LEARNING_RATE)
-    images, labels = jnp.asarray(split.train_images), jnp.asarray(split.train_labels)
-    n = len(images)
 
     def step(carry, t):
         params, opt_state = carry
-        idx = jax.random.choice(jax.random.fold_in(key, t + 1), n, (batch_size,), replace=False)
+        idx = jax.random.choice(jax.random.fold_in(key, t + 1), len(images), (batch_size,), replace=False)
 
         def loss_fn(p):
             logits, _ = LeNet().apply({"params": p}, images[idx])
@@ -129,8 +152,36 @@ def train(split: Split, seed: int, steps: int = TRAIN_STEPS, batch_size: int = B
         updates, opt_state = tx.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss
 
-    (params, _), _ = jax.jit(lambda c: jax.lax.scan(step, c, jnp.arange(steps)))((params, tx.init(params)))
-    return params
+    return jax.lax.scan(step, carry, steps)
+
+
+def train(
+    split: Split,
+    seed: int,
+    steps: int = TRAIN_STEPS,
+    batch_size: int = BATCH_SIZE,
+    *,
+    chunk: int | None = None,
+    progress: bool = False,
+) -> Any:
+    """Adam on cross-entropy for `steps` steps of shuffled batches; the same seed, the same params.
+
+    Runs `chunk` steps per jitted scan (default: steps / PROGRESS_UPDATES, rounded up), reading
+    the last loss back after each for the progress bar; the chunking does not change the result.
+    """
+    key = jax.random.key(seed)
+    params = init_params(jax.random.fold_in(key, 0))
+    carry = (params, optax.adam(LEARNING_RATE).init(params))
+    images, labels = jnp.asarray(split.train_images), jnp.asarray(split.train_labels)
+    chunk = chunk or max(1, math.ceil(steps / PROGRESS_UPDATES))
+    disable = not progress or jax.process_index() != 0
+    with tqdm(total=steps, desc="classifier", unit="step", leave=False, disable=disable) as bar:
+        for first in range(0, steps, chunk):
+            t = jnp.arange(first, min(first + chunk, steps))
+            carry, losses = train_chunk(carry, images, labels, key, t, batch_size=batch_size)
+            bar.set_postfix(loss=f"{float(losses[-1]):.3f}")  # one host sync per chunk
+            bar.update(len(t))
+    return carry[0]
 
 
 def cache_path(name: str, seed: int, cache: str | Path | None = None) -> Path:
@@ -146,23 +197,24 @@ def load_or_train(
     steps: int = TRAIN_STEPS,
     split: Split | None = None,
     log: Callable[[str], None] = print,
+    progress: bool = True,
 ) -> Classifier:
     """The cached classifier of dataset `name` and `seed`, training (and caching) it first if needed.
 
-    A cached classifier is used whatever `steps` it was trained for (its info says).
+    A cached classifier is used whatever `steps` it was trained for (its info says). A cache
+    that cannot be read back whole is trained again, after a one-line notice through `log`.
     """
     directory = cache_path(name, seed, cache)
-    with contextlib.suppress(OSError, ValueError, KeyError):
-        info = json.loads((directory / "info.json").read_text())
-        template = jax.eval_shape(lambda: LeNet().init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"])
-        with np.load(directory / "params.npz") as f:
-            flat = {k: f[k] for k in f.files}
-        params = flax.serialization.from_state_dict(template, unflatten(flat))
-        return Classifier(jax.tree.map(jnp.asarray, params), info)
+    if (directory / INFO_FILE).exists():
+        try:
+            return load(directory)
+        except Exception as err:  # whatever is wrong with a cache, training again replaces it
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            log(f"the cached {name} classifier in {directory} cannot be read ({reason}); training it again")
     split = split if split is not None else load_split(name, data_dir)
     log(f"training the {name} evaluation classifier (seed {seed}, {steps} steps; once, cached in {directory})")
     start = time.perf_counter()
-    params = train(split, seed, steps)
+    params = train(split, seed, steps, progress=progress)
     info = {
         "dataset": name,
         "seed": seed,
@@ -175,30 +227,41 @@ def load_or_train(
     }
     log(f"classifier test accuracy {info['test_accuracy']:.2%} on {info['heldout_images']:,} held-out images")
     with contextlib.suppress(OSError):  # a read-only cache just means training again next time
-        directory.mkdir(parents=True, exist_ok=True)
-        partial = directory / f"params.{os.getpid()}.tmp.npz"
-        np.savez(partial, **flatten(flax.serialization.to_state_dict(params)))
-        partial.replace(directory / "params.npz")
-        (directory / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+        save(directory, params, info)
     return Classifier(params, info)
 
 
-def flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}/"))
-        else:
-            out[f"{prefix}{k}"] = np.asarray(v)
-    return out
+def load(directory: Path) -> Classifier:
+    """The classifier cached in `directory`; OSError or ValueError naming what is missing or wrong."""
+    info = json.loads((directory / INFO_FILE).read_text())
+    if not isinstance(info, dict):
+        raise ValueError(f"{INFO_FILE} is not a JSON object")
+    for key in INFO_KEYS:
+        if key not in info:
+            raise ValueError(f"{INFO_FILE} has no {key!r}")
+    abstract = abstract_params()
+    params = flax.serialization.from_bytes(abstract, (directory / PARAMS_FILE).read_bytes())
+    if jax.tree.structure(params) != jax.tree.structure(abstract):
+        raise ValueError(f"{PARAMS_FILE} holds other parameters than the classifier's")
+    for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(abstract), jax.tree.leaves(params), strict=True):
+        if np.shape(got) != want.shape or np.asarray(got).dtype != want.dtype:
+            raise ValueError(
+                f"{PARAMS_FILE}: {jax.tree_util.keystr(path)} is {np.asarray(got).dtype}{list(np.shape(got))}"
+            )
+    return Classifier(jax.tree.map(jnp.asarray, params), info)
 
 
-def unflatten(flat: dict[str, np.ndarray]) -> dict:
-    tree: dict = {}
-    for path, value in flat.items():
-        *parents, leaf = path.split("/")
-        node = tree
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return tree
+def save(directory: Path, params: Any, info: dict) -> None:
+    """Write the params, then the info (whose presence says the cache is complete), each atomically."""
+    directory.mkdir(parents=True, exist_ok=True)
+    write_atomically(directory / PARAMS_FILE, flax.serialization.to_bytes(params))
+    write_atomically(directory / INFO_FILE, (json.dumps(info, indent=2) + "\n").encode())
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        partial.write_bytes(data)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)

@@ -46,12 +46,19 @@ def run(prog: str, body: Callable[[], int | None]) -> int:
     except OSError as err:
         print(f"{prog}: error: {first_line(err)}", file=sys.stderr)
     except ModuleNotFoundError as err:
-        if err.name not in OPTIONAL:
-            raise
-        print(f"{prog}: error: this needs {err.name}, which is not installed: {OPTIONAL[err.name]}", file=sys.stderr)
+        return report_missing(prog, err)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    return 2
+
+
+def report_missing(prog: str, err: ModuleNotFoundError) -> int:
+    """Print the one line naming the extra that installs an optional module, and return exit status 2;
+    re-raise `err` when the missing module is not an optional dependency."""
+    if err.name not in OPTIONAL:
+        raise err
+    print(f"{prog}: error: this needs {err.name}, which is not installed: {OPTIONAL[err.name]}", file=sys.stderr)
     return 2
 
 
@@ -60,4 +67,5 @@ def require(module: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
-        raise ModuleNotFoundError(f"No module named {module!r}", name=module)
+        hint = f": {OPTIONAL[module]}" if module in OPTIONAL else ""
+        raise ModuleNotFoundError(f"No module named {module!r}{hint}", name=module)

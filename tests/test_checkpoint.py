@@ -70,16 +70,6 @@ def test_roundtrip_restores_every_array_and_the_key(tmp_path, tiny_config, data_
     assert_same_state(a, b)
 
 
-def test_keeps_only_the_latest_k(tmp_path, tiny_config):
-    state = train.create_state(tiny_config, 0)
-    with checkpoint.Checkpointer(tmp_path, keep=2) as ckpt:
-        for epoch in range(1, 5):
-            ckpt.save(state, epoch, dataset="mnist-5k", num_examples=640)
-        ckpt.wait()
-        assert ckpt.epochs() == [3, 4]
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch_0003", "epoch_0004"]
-
-
 def test_load_state_without_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="has no checkpoint"):
         checkpoint.load_state(tmp_path)

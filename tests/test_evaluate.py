@@ -1,14 +1,27 @@
-"""`python -m jaxgan.evaluate` and `--eval-every` during training (quickly trained classifier)."""
+"""`python -m jaxgan.evaluate` and `--eval-every` during training (quickly trained classifier).
+
+The tests that measure need the trained classifier (conftest.quality_cache) and are slow;
+bad input is refused before any classifier is needed, on an untrained run's checkpoint.
+"""
 
 import json
 import re
 
 import pytest
 
+from jaxgan import checkpoint, evaluate, train
 from jaxgan import data as data_lib
-from jaxgan import evaluate, train
 from jaxgan.config import preset
 from jaxgan.data import Dataset
+
+
+@pytest.fixture(scope="module")
+def untrained_run(tmp_path_factory):
+    """A run directory whose only checkpoint (epoch 1) holds a fresh tiny state."""
+    workdir = tmp_path_factory.mktemp("untrained_run")
+    with checkpoint.Checkpointer(workdir) as saver:
+        saver.save(train.create_state(preset("tiny"), 0), 1, dataset="mnist-5k", num_examples=640)
+    return workdir
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +37,7 @@ def ema_run(tmp_path_factory, mnist_5k, evaluator):
     return workdir, state, history, "\n".join(log)
 
 
+@pytest.mark.slow
 def test_eval_every_adds_metrics_rows_a_plot_and_a_summary(ema_run):
     workdir, _, history, log = ema_run
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
@@ -41,6 +55,7 @@ def evaluate_json(argv, capsys):
     return json.loads(capsys.readouterr().out)
 
 
+@pytest.mark.slow
 def test_evaluate_measures_the_ema_generator_unless_no_ema(ema_run, quality_cache, monkeypatch, capsys):
     monkeypatch.setenv("JAXGAN_CACHE", str(quality_cache))
     workdir, _, history, _ = ema_run
@@ -59,28 +74,40 @@ def test_evaluate_measures_the_ema_generator_unless_no_ema(ema_run, quality_cach
     assert "epoch 1, step 20, mnist-5k" in out and "generator (ema 0.9)" in out and "FD@N" in out
 
 
+def assert_one_line_error(capsys, message):
+    err = capsys.readouterr().err
+    assert err.startswith("python -m jaxgan.evaluate: error: ") and err.count("\n") == 1, err
+    assert message in err, err
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["--workdir", "{tmp}/nope"], "does not exist"),
         (["--workdir", "{tmp}"], "has no checkpoint"),
         (["--workdir", "{run}", "--num", "1"], "--num must be at least 2"),
-        (["--workdir", "{run}", "--num", "5000"], "held-out split has 1000 images, fewer than the 5000"),
         (["--workdir", "{run}", "--epoch", "7"], "no checkpoint of epoch 7"),
         (["--workdir", "{run}", "--num", "x"], "invalid int value"),
         ([], "one of the arguments --workdir --from-pt is required"),
         (["--from-pt", "{tmp}/missing.pt"], "is not a file"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(argv, message, ema_run, quality_cache, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("JAXGAN_CACHE", str(quality_cache))
-    argv = [a.format(tmp=tmp_path, run=ema_run[0]) for a in argv]
+def test_bad_input_is_one_line_and_exit_2(argv, message, untrained_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("JAXGAN_CACHE", str(tmp_path / "cache"))  # empty: no classifier is trained or read
+    argv = [a.format(tmp=tmp_path, run=untrained_run) for a in argv]
     assert evaluate.main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("python -m jaxgan.evaluate: error: ") and err.count("\n") == 1, err
-    assert message in err, err
+    assert_one_line_error(capsys, message)
+    assert not (tmp_path / "cache").exists()
 
 
+@pytest.mark.slow
+def test_more_images_than_the_heldout_split_is_one_line_and_exit_2(ema_run, quality_cache, monkeypatch, capsys):
+    monkeypatch.setenv("JAXGAN_CACHE", str(quality_cache))
+    assert evaluate.main(["--workdir", str(ema_run[0]), "--num", "5000"]) == 2
+    assert_one_line_error(capsys, "held-out split has 1000 images, fewer than the 5000")
+
+
+@pytest.mark.slow
 def test_from_pt_measures_the_converted_generator(ema_run, quality_cache, tmp_path, monkeypatch, capsys):
     pytest.importorskip("torch")
     from jaxgan import convert

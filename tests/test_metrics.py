@@ -1,8 +1,12 @@
-"""Sample-quality metrics: the formulas on known cases, then the classifier-based metrics on real,
-noise and one-digit image sets (with a quickly trained classifier, see conftest.quality_cache)."""
+"""Sample-quality metrics: the formulas on known cases, the classifier's cache, then the classifier-based
+metrics on real, noise and one-digit image sets (with a quickly trained classifier, see
+conftest.quality_cache: slow)."""
 
 import json
+import re
 
+import flax.serialization
+import jax
 import numpy as np
 import pytest
 
@@ -58,6 +62,7 @@ def test_heldout_split_is_100_per_digit_and_disjoint(mnist_5k):
     assert not any(x.tobytes() in train for x in split.heldout_images)
 
 
+@pytest.mark.slow
 def test_classifier_is_cached_with_its_accuracy_and_beats_chance(quality_cache, mnist_5k):
     directory = classifier.cache_path("mnist-5k", 0, quality_cache)
     info = json.loads((directory / "info.json").read_text())
@@ -69,6 +74,69 @@ def test_classifier_is_cached_with_its_accuracy_and_beats_chance(quality_cache, 
     assert acc == info["test_accuracy"]
 
 
+@pytest.mark.slow
+def test_a_stale_cache_is_trained_again_after_a_one_line_notice(classifier_training):
+    cache, log = classifier_training
+    directory = classifier.cache_path("mnist-5k", 0, cache)
+    assert log[0] == (
+        f"the cached mnist-5k classifier in {directory} cannot be read "
+        "(info.json has no 'test_accuracy'); training it again"
+    )
+    assert log[1].startswith("training the mnist-5k evaluation classifier (seed 0, 30 steps")
+    assert "test_accuracy" in json.loads((directory / "info.json").read_text())
+
+
+def write_params(directory, params):
+    (directory / classifier.PARAMS_FILE).write_bytes(flax.serialization.to_bytes(params))
+
+
+def write_bytes_cut_in_half(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def drop_test_accuracy(directory, params):
+    info = json.loads((directory / classifier.INFO_FILE).read_text())
+    del info["test_accuracy"]
+    (directory / classifier.INFO_FILE).write_text(json.dumps(info))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (drop_test_accuracy, "info.json has no 'test_accuracy'"),
+        (lambda d, p: (d / classifier.INFO_FILE).write_text("{"), "Expecting property name"),
+        (lambda d, p: (d / classifier.INFO_FILE).write_text("[]"), "info.json is not a JSON object"),
+        (lambda d, p: (d / classifier.PARAMS_FILE).unlink(), "No such file"),
+        (lambda d, p: write_bytes_cut_in_half(d / classifier.PARAMS_FILE), "incomplete input"),
+        (lambda d, p: write_params(d, {"dense": p["dense_0"]}), "keys"),
+        (
+            lambda d, p: write_params(d, {**p, "dense_1": {**p["dense_1"], "bias": np.zeros(3, np.float32)}}),
+            "['dense_1']['bias'] is float32[3]",
+        ),
+        (lambda d, p: write_params(d, jax.tree.map(lambda x: np.asarray(x, np.float64), p)), "float64"),
+    ],
+)
+def test_a_damaged_cache_is_not_read(damage, message, tmp_path):
+    params = jax.tree.map(lambda leaf: np.ones(leaf.shape, leaf.dtype), classifier.abstract_params())
+    info = {"dataset": "mnist-5k", "seed": 0, "steps": 1, "test_accuracy": 0.1, "heldout_images": 1000}
+    classifier.save(tmp_path, params, info)
+    assert classifier.load(tmp_path).info == info
+    damage(tmp_path, params)
+    with pytest.raises((OSError, ValueError), match=re.escape(message)):
+        classifier.load(tmp_path)
+
+
+@pytest.mark.slow
+def test_training_in_chunks_gives_the_params_of_one_scan(mnist_5k, capsys):
+    split = classifier.Split(mnist_5k.images[:256], mnist_5k.labels[:256], None, None)
+    one_scan = classifier.train(split, seed=3, steps=4, batch_size=16, chunk=4)
+    chunked = classifier.train(split, seed=3, steps=4, batch_size=16, chunk=2, progress=True)
+    for a, b in zip(jax.tree.leaves(one_scan), jax.tree.leaves(chunked), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert "classifier" in capsys.readouterr().err  # the progress bar
+
+
+@pytest.mark.slow
 def test_real_vs_real_is_the_ceiling_and_far_below_noise(evaluator):
     ceiling = evaluator.ceiling(seed=0)
     again = evaluator.ceiling(seed=1)  # another sample of real training images
@@ -81,6 +149,7 @@ def test_real_vs_real_is_the_ceiling_and_far_below_noise(evaluator):
     assert ceiling["coverage_kl"] < 0.1 and ceiling["score"] > noise["score"]
 
 
+@pytest.mark.slow
 def test_a_one_digit_generator_is_flagged_by_coverage(evaluator):
     split = evaluator.split
     threes = split.train_images[split.train_labels == 3][:300]

@@ -21,10 +21,18 @@ import sys
 import time
 
 import numpy as np
-import torch
-from torch import nn
 
+from jaxgan.cli import report_missing
 from jaxgan.config import Config
+
+try:
+    import torch
+    from torch import nn
+except ModuleNotFoundError as err:  # as a command, one line naming the extra to install (exit 2)
+    if __name__ != "__main__":
+        raise
+    sys.exit(report_missing("python -m torch_ref.train", err))
+
 from torch_ref.models import Discriminator, Generator, build_models
 
 PROG = "python -m torch_ref.train"
