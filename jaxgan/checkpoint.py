@@ -14,16 +14,26 @@ A checkpoint is the directory WORKDIR/checkpoints/epoch_NNNN/ holding two orbax 
 
 Orbax writes a step into a temporary directory and renames it into place when complete,
 so a save killed half-way leaves the previous checkpoints usable; the latest K are kept.
-Nothing here unpickles anything. `restore_or_init` is the one place a run's start is
+The step directory is created before `save` returns, so a directory that cannot be written
+fails at once (`SaveError`, one line naming the path and the OS error), and a write that
+fails in the background (a full disk) is reported at the next `check`, `save` or `wait`.
+Orbax's own log records and the tracebacks its I/O threads leave after a failed read are
+silenced: the one-line errors here say what went wrong. Nothing here unpickles anything. `restore_or_init` is the one place a run's start is
 decided: it reads a checkpoint's config, merges the command line into it, and deletes old
 checkpoints on --no-resume (after everything else was checked).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import logging
+import os
+import re
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +56,48 @@ STEP_PREFIX = "epoch"
 
 class CheckpointError(UserError):
     """A missing, unreadable or incompatible checkpoint; the message is one line for the user."""
+
+
+class SaveError(CheckpointError):
+    """A checkpoint could not be written (permissions, a full disk, the directory gone)."""
+
+
+def _os_error(err: BaseException) -> str:
+    """The OS error at the root of `err`: "[Errno 28] No space left on device: 'path'", also from
+    tensorstore's messages (their os_error_code and last path), else its first line."""
+    seen = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno:
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    text = _first_line(err)
+    code = re.search(r"\[os_error_code='?(\d+)'?\]", text)
+    if code:
+        paths = re.findall(r'"(/[^"]*)"', text[: code.start()])
+        return f"[Errno {code[1]}] {os.strerror(int(code[1]))}" + (f": {paths[-1]!r}" if paths else "")
+    return text.split(" [tensorstore_spec=")[0]
+
+
+class _QuietOrbax(logging.Filter):
+    """Drops orbax's log records below CRITICAL: jaxgan reports what failed in one line of its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.CRITICAL or f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
+@functools.cache
+def _quiet_orbax() -> None:
+    """Silence orbax's logs (`_QuietOrbax`) and the "Event loop is closed" errors that tensorstore's
+    callbacks raise after a failed read has closed orbax's event loop (sys.unraisablehook); once."""
+    logging.getLogger("absl").addFilter(_QuietOrbax())
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,37 +208,67 @@ class Checkpointer:
 
     def __init__(self, workdir: str | Path, *, keep: int = 3, read_only: bool = False):
         self.directory = checkpoint_dir(workdir).absolute()
-        absl_logger = logging.getLogger("absl")
-        level = absl_logger.level
-        if read_only:  # orbax warns that a read-only manager is read-only
-            absl_logger.setLevel(logging.ERROR)
-        try:
-            options = ocp.CheckpointManagerOptions(
-                preservation_policy=ocp.checkpoint_managers.LatestN(keep),
-                step_prefix=STEP_PREFIX,
-                step_format_fixed_length=4,
-                create=not read_only,
-                read_only=read_only,
-                cleanup_tmp_directories=not read_only,  # debris of a save that was killed
-                enable_async_checkpointing=True,
-            )
-            handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
-            self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
-        finally:
-            absl_logger.setLevel(level)
+        self._saving: int | None = None  # the epoch of the last save started
+        _quiet_orbax()
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=ocp.checkpoint_managers.LatestN(keep),
+            step_prefix=STEP_PREFIX,
+            step_format_fixed_length=4,
+            create=not read_only,
+            read_only=read_only,
+            cleanup_tmp_directories=not read_only,  # debris of a save that was killed
+            enable_async_checkpointing=True,
+            # The step directory is made before save() returns: an unwritable directory fails there,
+            # instead of leaving the background writes waiting 300 s for a directory that never comes.
+            async_options=ocp.AsyncOptions(create_directories_asynchronously=False),
+        )
+        handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
     def __enter__(self) -> Checkpointer:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.close()
+        if exc[0] is None:
+            self.close()
+            return
+        with contextlib.suppress(Exception):  # already failing: that error is the one to report
+            self.close()
 
     def close(self) -> None:
-        self.manager.close()
+        """Wait for the last save; SaveError if it failed."""
+        try:
+            self.manager.close()
+        except Exception as err:
+            raise self._failed(err) from None
 
     def wait(self) -> None:
-        """Block until the last save is complete on disk."""
-        self.manager.wait_until_finished()
+        """Block until the last save is complete on disk; SaveError if it failed."""
+        try:
+            self.manager.wait_until_finished()
+        except Exception as err:
+            raise self._failed(err) from None
+
+    def check(self) -> None:
+        """SaveError if a save has failed in the background (does not wait)."""
+        try:
+            self.manager.check_for_errors()
+        except Exception as err:
+            raise self._failed(err) from None
+
+    def _failed(self, err: BaseException) -> SaveError:
+        """The SaveError of the save of epoch self._saving, naming the OS error and the last good checkpoint."""
+        epoch = self._saving
+        what = f"checkpoint {step_path(self.directory, epoch)}" if epoch is not None else f"in {self.directory}"
+        try:
+            kept = [e for e in self.epochs() if e != epoch]
+        except Exception:
+            kept = []
+        if kept:
+            last = f"the last good checkpoint is epoch {kept[-1]} ({step_path(self.directory, kept[-1])})"
+        else:
+            last = f"no complete checkpoint is left in {self.directory}"
+        return SaveError(f"cannot save {what}: {_os_error(err)}; {last}")
 
     def epochs(self) -> list[int]:
         """Epochs with a complete checkpoint, oldest first."""
@@ -217,11 +299,16 @@ class Checkpointer:
             "key_impl": str(jax.random.key_impl(state.key)),
             "checksum": tree_checksum(tree),
         }
-        self.manager.save(
-            epoch,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)),
-            force=True,
-        )
+        self.wait()  # as orbax does anyway; a failure of the previous save is reported as that one's
+        self._saving = epoch
+        try:
+            self.manager.save(
+                epoch,
+                args=ocp.args.Composite(state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)),
+                force=True,
+            )
+        except Exception as err:
+            raise self._failed(err) from None
         return step_path(self.directory, epoch)
 
     def read_meta(self, epoch: int) -> dict[str, Any]:
@@ -236,6 +323,8 @@ class Checkpointer:
     def _restore(self, epoch: int) -> Restored:
         """Read one checkpoint, verifying structure and checksum (any failure raises)."""
         meta = self.read_meta(epoch)
+        if meta.get("epoch") != epoch:  # a copied or renamed step directory
+            raise ValueError(f"its metadata says it is epoch {meta.get('epoch')!r}, not {epoch} as its name says")
         config = Config.from_dict(meta["config"]).validate()
         target = abstract_saved_tree(config)
         on_disk = self.manager.item_metadata(epoch).state  # shapes and dtypes as saved
@@ -268,6 +357,7 @@ class Checkpointer:
         try:
             return self._restore(epoch)
         except Exception as err:  # orbax, tensorstore, JSON and our own checks all end here
+            self._check_still_there(epoch)
             problem = f"checkpoint {step_path(self.directory, epoch)} is unusable: {_first_line(err)}"
         for older in reversed([e for e in available if e < epoch]):
             try:
@@ -279,6 +369,15 @@ class Checkpointer:
                 f"(and any newer ones) to resume from it"
             )
         raise CheckpointError(f"{problem}; no older checkpoint is usable")
+
+    def _check_still_there(self, epoch: int) -> None:
+        """Vanished if the checkpoint of `epoch` was deleted while it was read (a live run keeping the latest K)."""
+        if not step_path(self.directory, epoch).is_dir():
+            raise Vanished(f"checkpoint {step_path(self.directory, epoch)} was deleted while it was read")
+
+
+class Vanished(CheckpointError):
+    """A checkpoint disappeared while it was read: a live run deleted it (it keeps only the latest K)."""
 
 
 def epochs_in(workdir: str | Path) -> list[int]:
@@ -303,15 +402,35 @@ def check_workdir(workdir: str | Path) -> Path:
     return path
 
 
+READ_ATTEMPTS = 5  # a live run's cleanup can delete the checkpoint being read: list again and retry
+
+
 def load(workdir: str | Path, epoch: int | None = None) -> Restored:
-    """The checkpoint of `epoch` (default: the latest) of the run in `workdir`, read-only."""
-    path = check_workdir(workdir)
-    try:
-        checkpointer = Checkpointer(path, read_only=True)
-    except Exception as err:
-        raise CheckpointError(f"cannot read the checkpoints in {checkpoint_dir(path)}: {_first_line(err)}") from None
-    with checkpointer:
-        return checkpointer.restore(epoch)
+    """The checkpoint of `epoch` (default: the latest) of the run in `workdir`, read-only.
+
+    Safe while a run trains in `workdir`: a checkpoint its keep-K cleanup deletes during the
+    read is looked up again."""
+    attempt = 1
+    while True:
+        try:
+            path = check_workdir(workdir)
+            try:
+                checkpointer = Checkpointer(path, read_only=True)
+            except (FileNotFoundError, NotADirectoryError):
+                raise
+            except Exception as err:
+                raise CheckpointError(
+                    f"cannot read the checkpoints in {checkpoint_dir(path)}: {_first_line(err)}"
+                ) from None
+            with checkpointer:
+                return checkpointer.restore(epoch)
+        except (Vanished, FileNotFoundError, NotADirectoryError) as err:
+            if attempt == READ_ATTEMPTS:
+                raise CheckpointError(
+                    f"the checkpoints in {checkpoint_dir(workdir)} kept changing while read: {_first_line(err)}"
+                ) from None
+            time.sleep(0.1 * attempt)
+            attempt += 1
 
 
 def load_state(workdir: str | Path, epoch: int | None = None) -> GANState:
@@ -334,6 +453,20 @@ def merge_config(saved: Config, config: Config, explicit: frozenset[str] | None)
     return merged.validate()
 
 
+def check_same_run(restored: Restored, recorded: Config) -> None:
+    """CheckpointError unless `restored` agrees with the run's recorded config in every field that
+    may not change on resume: otherwise it is another run's checkpoint, copied or moved in."""
+    saved = restored.state.config
+    for field in dataclasses.fields(Config):
+        name = field.name
+        if not field.metadata["resumable"] and getattr(saved, name) != getattr(recorded, name):
+            raise CheckpointError(
+                f"checkpoint {restored.path} is not this run's: it has {name}={_show(getattr(saved, name))}, "
+                f"the run's config.json {name}={_show(getattr(recorded, name))}; move it out of the workdir, or train it "
+                "in a workdir of its own"
+            )
+
+
 @dataclasses.dataclass(frozen=True)
 class Start:
     """Where a run starts: its config, data and state after `epoch` epochs (0: a fresh start)."""
@@ -353,6 +486,7 @@ def restore_or_init(
     prepare: Callable[[Config], data_lib.Dataset],
     explicit: frozenset[str] | None = None,
     log: Callable[[str], None] = print,
+    recorded: Config | None = None,
 ) -> Start:
     """The state a run in `workdir` starts from: its latest checkpoint, or a fresh state.
 
@@ -360,8 +494,10 @@ def restore_or_init(
     False: start over, deleting the old checkpoints. When resuming, the run's config is the
     checkpoint's with the `explicit` fields of `config` applied (only resumable ones may
     differ; None: every field, as when a program hands over a whole config). `prepare(config)` loads and checks the data; it runs before anything is deleted,
-    so a command that cannot train changes nothing. CheckpointError (one line) when the
-    checkpoint cannot be used or was trained on other data.
+    so a command that cannot train changes nothing. `recorded` is the run's own config (its
+    config.json), if readable: a checkpoint whose config disagrees with it (in the fields that may
+    not change on resume) was copied in from another run and is refused. CheckpointError (one
+    line) when the checkpoint cannot be used or was trained on other data.
     """
     from jaxgan import parallel
 
@@ -379,6 +515,8 @@ def restore_or_init(
         return Start(config, dataset, create_state(config), 0, checksum)
     with Checkpointer(workdir, read_only=True) as reader:
         restored = reader.restore()  # the latest usable one, or CheckpointError naming the one to fall back to
+    if recorded is not None:
+        check_same_run(restored, recorded)
     config = merge_config(restored.state.config, config, explicit)
     dataset = prepare(config)
     checksum = parallel.images_checksum(dataset.images)

@@ -12,6 +12,7 @@ import argparse
 import sys
 import typing
 from collections.abc import Callable
+from pathlib import Path
 
 OPTIONAL = {"torch": "pip install -e '.[torch]'", "tensorflow": "pip install -e '.[tensorflow]'"}
 
@@ -60,6 +61,28 @@ def report_missing(prog: str, err: ModuleNotFoundError) -> int:
         raise err
     print(f"{prog}: error: this needs {err.name}, which is not installed: {OPTIONAL[err.name]}", file=sys.stderr)
     return 2
+
+
+def check_writable(path: str | Path, what: str) -> None:
+    """UsageError unless a file can be written at `path`: its directory exists and takes new files,
+    and `path` is not a directory nor a file this process may not write. Checked before the work
+    that produces the file (a long training run) starts."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    directory = path.parent
+    if path.is_dir():
+        raise UsageError(f"{what} {str(path)!r} is a directory")
+    if not directory.is_dir():
+        raise UsageError(f"{what} {str(path)!r}: directory {str(directory)!r} does not exist")
+    try:
+        if path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND))  # opens for writing, changes nothing
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as err:
+        raise UsageError(f"{what} {str(path)!r} cannot be written: {err.strerror}") from None
 
 
 def require(module: str) -> None:

@@ -8,7 +8,10 @@ so a new field is a new flag without touching the CLI.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import types
+import typing
 from typing import Any
 
 ACTIVATIONS = ("relu", "leaky_relu")
@@ -17,6 +20,16 @@ GRIDS_PER_RUN = 25  # automatic sample_every / checkpoint_every: about this many
 ARCHITECTURES = ("mlp", "dcgan")
 LOSSES = ("bce", "minimax", "lsgan", "hinge", "wgan-gp")  # jaxgan.losses
 NUM_CLASSES = 10  # labels of a conditional GAN: the ten digits
+
+# Bounds of the size fields, the same for flags, checkpoints and .pt files (`Config.validate`):
+# beyond them a run cannot fit any machine, or overflows an int32 shape or step counter.
+MAX_WIDTH = 65_536  # latent_dim and every hidden width
+MAX_LAYERS = 32  # hidden layers of each MLP
+MAX_FEATURES = 4_096  # dcgan base channels
+MAX_BATCH = 1 << 20
+MAX_GRID = 32  # sample grids of at most 32 x 32 images
+MAX_COUNT = 2**31 - 1  # epochs, cadences, steps: the int32 step counter's range
+SEED_LIMIT = 2**32  # seeds are 0 <= seed < 2**32: larger ones would alias (jax.random.key keeps 32 bits)
 
 
 def _field(default: Any, help: str, *, resumable: bool = False) -> Any:
@@ -157,35 +170,45 @@ class Config:
         )
 
     def validate(self) -> Config:
-        """Raise ValueError with a one-line message naming the first bad field (None means automatic)."""
-        for name in (
-            "latent_dim",
-            "g_features",
-            "d_features",
-            "batch_size",
-            "seed_epochs",
-            "epochs",
-            "sample_every",
-            "grid_size",
-            "log_every",
-            "checkpoint_every",
-            "keep_checkpoints",
+        """Raise ValueError with a one-line message naming the first bad field (None means automatic).
+
+        Types first (`check_types`), then ranges; the sizes are bounded (MAX_WIDTH, MAX_GRID, ...)
+        so that a config from any source (flags, a checkpoint, a .pt file) is refused before
+        anything is allocated.
+        """
+        check_types(self.to_dict())
+        for name, limit in (
+            ("latent_dim", MAX_WIDTH),
+            ("g_features", MAX_FEATURES),
+            ("d_features", MAX_FEATURES),
+            ("batch_size", MAX_BATCH),
+            ("seed_epochs", MAX_COUNT),
+            ("epochs", MAX_COUNT),
+            ("sample_every", MAX_COUNT),
+            ("grid_size", MAX_GRID),
+            ("log_every", MAX_COUNT),
+            ("checkpoint_every", MAX_COUNT),
+            ("keep_checkpoints", MAX_COUNT),
         ):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
+            if value is not None and value > limit:
+                raise ValueError(f"{name} must be at most {limit:,}, got {value:,}")
         for name in ("g_hidden", "d_hidden"):
             widths = getattr(self, name)
             if not widths or any(w <= 0 for w in widths):
                 raise ValueError(f"{name} must be one or more positive widths, got {widths}")
+            if len(widths) > MAX_LAYERS or max(widths) > MAX_WIDTH:
+                raise ValueError(
+                    f"{name} must be at most {MAX_LAYERS} widths of at most {MAX_WIDTH:,}, got {_show(widths)}"
+                )
         for name in ("g_activation", "d_activation"):
             if getattr(self, name) not in ACTIVATIONS:
                 raise ValueError(f"{name} must be one of {', '.join(ACTIVATIONS)}, got {getattr(self, name)!r}")
         for name, choices in (("arch", ARCHITECTURES), ("loss", LOSSES)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
-        if not isinstance(self.conditional, bool):
-            raise ValueError(f"conditional must be true or false, got {self.conditional!r}")
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise ValueError(f"lr must be positive, got {self.lr}")
         for name in ("beta1", "beta2"):
@@ -193,26 +216,85 @@ class Config:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.eval_every < 0:
+        if not 0 <= self.eval_every <= MAX_COUNT:
             raise ValueError(f"eval_every must be non-negative, got {self.eval_every}")
         if not self.gp_weight >= 0 or not math.isfinite(self.gp_weight):
             raise ValueError(f"gp_weight must be non-negative, got {self.gp_weight}")
-        if not self.leaky_slope >= 0:
-            raise ValueError(f"leaky_slope must be non-negative, got {self.leaky_slope}")
+        if not 0 <= self.leaky_slope <= 1:
+            raise ValueError(f"leaky_slope must be in [0, 1], got {self.leaky_slope}")
+        check_seed(self.seed)
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Config:
-        """Inverse of `to_dict` (JSON turns tuples into lists; this turns them back)."""
+    def from_dict(cls, values: Any) -> Config:
+        """Inverse of `to_dict` (JSON turns tuples into lists; this turns them back).
+
+        ValueError in one line for anything that is not a dict of known fields of the right
+        types (`check_types`), before anything is built from it; ranges are `validate`'s.
+        """
+        if not isinstance(values, dict):
+            raise ValueError(f"a config must be a mapping of field names to values, got {type(values).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
+        unknown = sorted(set(values) - names, key=str)
         if unknown:
-            raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
+            raise ValueError(f"unknown config field(s): {', '.join(map(str, unknown))}")
         fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        check_types(fixed)
         return cls(**fixed)
+
+
+def _show(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else repr(value)
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    """Whether `value` has the type `hint` of a Config field (int | None, tuple[int, ...], ...).
+
+    bool is not an int here, and an int is a float (JSON writes 1.0 as 1)."""
+    if hint is type(None):
+        return value is None
+    options = typing.get_args(hint)
+    if isinstance(hint, types.UnionType):
+        return any(_type_ok(value, option) for option in options)
+    if typing.get_origin(hint) is tuple:
+        return isinstance(value, tuple) and all(_type_ok(v, options[0]) for v in value)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(Config)
+
+
+TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def check_types(values: dict[str, Any]) -> None:
+    """ValueError naming the first of `values` (Config field -> value) whose type is not its field's."""
+    hints = _field_types()
+    for name, value in values.items():
+        hint = hints[name]
+        if _type_ok(value, hint):
+            continue
+        if typing.get_origin(hint) is tuple:
+            kind = "a list of integers"
+        else:
+            kind = " or ".join(TYPE_NAMES.get(t, "null") for t in (typing.get_args(hint) or (hint,)))
+        raise ValueError(f"{name} must be {kind}, got {value!r}"[:300])
+
+
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """`seed` if it is an integer with 0 <= seed < 2**32 (the one rule of every entry point), else ValueError."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"{name} must be an integer in [0, 2**32), got {seed!r}")
+    return seed
 
 
 PRESETS: dict[str, Config] = {

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import sys
 from collections import OrderedDict
 from pathlib import Path
@@ -32,7 +33,7 @@ import jax
 import numpy as np
 
 from jaxgan import models, train
-from jaxgan.cli import UserError
+from jaxgan.cli import UserError, first_line
 from jaxgan.config import Config, preset
 
 PROG = "python -m jaxgan.convert"
@@ -135,10 +136,23 @@ def to_torch_state_dict(state: train.GANState) -> tuple[OrderedDict, OrderedDict
     )
 
 
-def _as_numpy(value: Any) -> np.ndarray:
+def _as_numpy(value: Any, name: str) -> np.ndarray:
+    """A state dict's value as a NumPy array; ConvertError naming `name` for a tensor NumPy cannot hold
+    (sparse, bfloat16, ...)."""
     if hasattr(value, "detach"):  # a torch tensor
-        value = value.detach().cpu().numpy()
-    return np.asarray(value)
+        layout = str(getattr(value, "layout", "torch.strided"))
+        if layout != "torch.strided":
+            raise ConvertError(f"{name} is a {layout.removeprefix('torch.')} tensor, expected a dense float32 one")
+        try:
+            value = value.detach().cpu().numpy()
+        except (TypeError, RuntimeError):
+            raise ConvertError(
+                f"{name} has dtype {str(value.dtype).removeprefix('torch.')}, expected float32"
+            ) from None
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError):
+        raise ConvertError(f"{name} is a {type(value).__name__}, not an array") from None
 
 
 @functools.cache
@@ -155,6 +169,8 @@ def state_dict_to_variables(config: Config, net: str, sd: dict[str, Any], buffer
     buffers=False reads a dict of parameters only (gradients, Adam moments). ConvertError naming
     the first bad key.
     """
+    if not isinstance(sd, dict):
+        raise ConvertError(f"the {net} state dict is a {type(sd).__name__}, not a dict of tensors")
     expected = _expected_variables(config, net)
     collections = ("params", "batch_stats") if buffers else ("params",)
     tensors = list(_tensors(config, net, tuple(c for c in collections if c in expected)))
@@ -171,7 +187,7 @@ def state_dict_to_variables(config: Config, net: str, sd: dict[str, Any], buffer
             raise ConvertError(f"{net} state dict lacks {key!r} (preset {config.preset} has {', '.join(names)})")
         want = expected[collection]["net"][layer.flax][flax_name]
         want_shape = tuple(want.shape) if axes is None else tuple(want.shape[a] for a in axes)
-        array = _as_numpy(sd[key])
+        array = _as_numpy(sd[key], f"{net} {key}")
         if array.shape != want_shape:
             raise ConvertError(
                 f"{net} {key} has shape {tuple(array.shape)}, preset {config.preset} expects {want_shape}"
@@ -219,8 +235,17 @@ def save_pt(path: str | Path, config: Config, state: train.GANState) -> None:
 
 
 def write_pt(path: str | Path, config: Config, g_sd: dict[str, Any], d_sd: dict[str, Any]) -> None:
-    """The .pt format: torch.save({"generator": g_sd, "discriminator": d_sd, "config": config.to_dict()})."""
-    _torch().save({"generator": g_sd, "discriminator": d_sd, "config": config.to_dict()}, str(path))
+    """The .pt format: torch.save({"generator": g_sd, "discriminator": d_sd, "config": config.to_dict()}),
+    written to a temporary file beside `path` and renamed into place."""
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        _torch().save({"generator": g_sd, "discriminator": d_sd, "config": config.to_dict()}, str(tmp))
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        raise ConvertError(f"cannot write {str(path)!r}: {first_line(err)}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_pt(path: str | Path, config: Config | None = None) -> train.GANState:
@@ -232,25 +257,40 @@ def load_pt(path: str | Path, config: Config | None = None) -> train.GANState:
     try:
         blob = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ConvertError(f"cannot read {str(path)!r} as a PyTorch file: {str(err).splitlines()[0]}") from None
+        raise ConvertError(f"cannot read {str(path)!r} as a PyTorch file: {first_line(err)}") from None
     if not isinstance(blob, dict) or not all(k in blob for k in NETS):
         raise ConvertError(
             f"{str(path)!r} is not a jaxgan .pt file (needs 'generator' and 'discriminator' state dicts)"
         )
     if config is None:
         if "config" not in blob:
-            raise ConvertError(f"{str(path)!r} has no config: name one with --preset")
-        config = Config.from_dict(blob["config"])
+            raise ConvertError(
+                f"{str(path)!r} has no config: name its preset with python -m jaxgan.convert {path} NEWDIR --preset NAME"
+            )
+        try:  # the same rules as the command line's, by type and range, before anything is allocated
+            config = Config.from_dict(blob["config"]).validate()
+        except ValueError as err:
+            raise ConvertError(f"{str(path)!r} has an unusable config: {err}") from None
     return from_torch_state_dict(config.validate(), blob["generator"], blob["discriminator"])
 
 
-def pt_to_rundir(pt: str | Path, workdir: str | Path, config: Config | None = None) -> Path:
-    """A new jaxgan run directory holding the .pt file's weights as its epoch-0 checkpoint."""
+def pt_to_rundir(pt: str | Path, workdir: str | Path, config: Config | None = None, force: bool = False) -> Path:
+    """A new jaxgan run directory holding the .pt file's weights as its epoch-0 checkpoint.
+
+    ConvertError for a directory that holds checkpoints, and, unless `force`, for any non-empty one
+    (its config.json would be replaced)."""
     from jaxgan import checkpoint
 
     workdir = Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise ConvertError(f"{str(workdir)!r} exists and is not a directory")
     if checkpoint.epochs_in(workdir):
         raise ConvertError(f"{str(workdir)!r} already holds checkpoints; choose a new directory")
+    if workdir.is_dir() and any(workdir.iterdir()) and not force:
+        raise ConvertError(
+            f"{str(workdir)!r} is not empty; choose a new directory, or add --force to write into it "
+            "(replacing its config.json)"
+        )
     state = load_pt(pt, config)
     dataset = "mnist-5k" if state.config.dataset in ("auto", "mnist-5k") else state.config.dataset
     num_examples = 5000 if dataset == "mnist-5k" else 60000
@@ -264,13 +304,16 @@ def pt_to_rundir(pt: str | Path, workdir: str | Path, config: Config | None = No
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m jaxgan.convert`; returns the exit status."""
-    from jaxgan.cli import OneLineParser, UsageError, require, run
+    from jaxgan.cli import OneLineParser, UsageError, check_writable, require, run
 
     parser = OneLineParser(prog=PROG, description="Convert weights between a jaxgan run and a PyTorch .pt file.")
     parser.add_argument("source", help="a jaxgan run directory, or a .pt file")
     parser.add_argument("target", help="the .pt file to write, or a new run directory")
     parser.add_argument("--epoch", type=int, default=None, help="checkpoint epoch to convert (default: latest)")
     parser.add_argument("--preset", default=None, help="config of a .pt file (default: the config stored in it)")
+    parser.add_argument(
+        "--force", action="store_true", help="write a run directory into a non-empty directory (no checkpoints in it)"
+    )
 
     def body() -> None:
         from jaxgan import checkpoint
@@ -281,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         if source.is_dir():
             if not args.target.endswith(".pt"):
                 raise UsageError(f"target {args.target!r} must be a .pt file when converting a run directory")
+            check_writable(args.target, "target")
             state = checkpoint.load_state(source, args.epoch)
             save_pt(args.target, state.config, state)
         elif source.is_file():
@@ -288,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
                 config = preset(args.preset) if args.preset else None
             except ValueError as err:
                 raise UsageError(str(err)) from None
-            pt_to_rundir(source, args.target, config)
+            pt_to_rundir(source, args.target, config, force=args.force)
         else:
             raise UsageError(f"source {args.source!r} does not exist")
         print(f"wrote {args.target}")

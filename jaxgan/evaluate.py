@@ -18,6 +18,7 @@ import json
 import sys
 
 from jaxgan.cli import OneLineParser, UsageError, run
+from jaxgan.config import check_seed
 
 PROG = "python -m jaxgan.evaluate"
 
@@ -76,13 +77,20 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m jaxgan.evaluate`; returns the exit status."""
 
     def body() -> None:
-        args = build_parser().parse_args(argv)
-        if args.num is not None and args.num < 2:
-            raise UsageError(f"--num must be at least 2, got {args.num}")
-        from jaxgan import metrics, sampling
+        from jaxgan import signals
 
-        sampling.check_source(args.workdir, args.from_pt)
-        result = evaluate(args)
+        with signals.exit_at_once(PROG, when=""):
+            args = build_parser().parse_args(argv)
+            if args.num is not None and args.num < 2:
+                raise UsageError(f"--num must be at least 2, got {args.num}")
+            try:
+                check_seed(args.seed, "--seed")
+            except ValueError as err:
+                raise UsageError(str(err)) from None
+            from jaxgan import metrics, sampling
+
+            sampling.check_source(args.workdir, args.from_pt)
+            result = evaluate(args)
         if args.json:
             print(json.dumps(result))
             return

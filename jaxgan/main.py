@@ -14,7 +14,7 @@ import os
 import sys
 import typing
 
-from jaxgan import cli, parallel
+from jaxgan import cli
 from jaxgan import config as config_lib
 
 PROG = "python -m jaxgan.train"
@@ -98,14 +98,28 @@ def wants_distributed(args: argparse.Namespace) -> bool:
 
 
 def initialize_distributed(args: argparse.Namespace) -> None:
-    """jax.distributed.initialize from the flags (UsageError for impossible values)."""
+    """jax.distributed.initialize from the flags (UsageError for impossible values, and for a run
+    that cannot join: no cluster detected and no coordinator given)."""
+    from jaxgan import parallel
+
     if args.num_processes is not None and args.num_processes < 1:
         raise cli.UsageError(f"--num-processes must be positive, got {args.num_processes}")
     pid, count = args.process_id, args.num_processes
     if pid is not None and (pid < 0 or (count is not None and pid >= count)):
         span = f"0 .. {count - 1}" if count is not None else "0 .. num_processes-1"
         raise cli.UsageError(f"--process-id must be in {span}, got {pid}")
-    parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
+    address = args.coordinator_address or os.environ.get(parallel.ENV_PREFIX + "COORDINATOR_ADDRESS")
+    if address:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise cli.UsageError(f"--coordinator-address must be HOST:PORT (a port 1-65535), got {address!r}")
+    try:
+        parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
+    except (ValueError, IndexError) as err:
+        raise cli.UsageError(
+            f"cannot join a multi-process run: {cli.first_line(err)} (outside a cluster JAX detects, give "
+            "--coordinator-address, --num-processes and --process-id, or JAXGAN_* variables)"
+        ) from None
 
 
 def explicit_overrides(args: argparse.Namespace) -> dict:
@@ -137,7 +151,7 @@ def main(argv: list[str] | None = None, *, load_dataset=None) -> int:
     from jaxgan import signals
 
     def body() -> int:
-        with signals.exit_at_once(PROG):  # until training installs its own handler
+        with signals.exit_at_once(PROG):  # until training installs its own handler (StopOnSignal)
             config, explicit, args = parse(argv)
             from jaxgan import train  # after parsing: --help and bad flags stay fast
 

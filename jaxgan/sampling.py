@@ -34,10 +34,15 @@ def generate(config: Config, g_params, z: jax.Array) -> jax.Array:
 
 def images(config: Config, g_params, num: int, seed: int, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
     """(images (num, 28, 28, 1) float32 in [-1, 1], their noise (num, latent_dim)) for `seed`,
-    generated `batch_size` at a time."""
+    generated `batch_size` at a time; UserError if any image is not finite."""
     z = noise(seed, num, config.latent_dim)
     out = [np.asarray(generate(config, g_params, z[i : i + batch_size])) for i in range(0, num, batch_size)]
-    return np.concatenate(out).astype(np.float32), np.asarray(z, np.float32)
+    images = np.concatenate(out).astype(np.float32)
+    if not np.isfinite(images).all():
+        from jaxgan.cli import UserError
+
+        raise UserError("the generator's output is not finite (NaN or inf): its weights are not usable")
+    return images, np.asarray(z, np.float32)
 
 
 def check_source(workdir: str | None, from_pt: str | None) -> None:
@@ -54,16 +59,26 @@ def check_source(workdir: str | None, from_pt: str | None) -> None:
 
 def load_generator(workdir: str | None, from_pt: str | None, epoch: int | None = None, ema: bool = True):
     """(config, generator params, what they are: "ema" | "raw" | "pt", restored checkpoint or None)
-    from a run directory's checkpoint (the EMA generator when the run keeps one and `ema`) or a .pt file."""
+    from a run directory's checkpoint (the EMA generator when the run keeps one and `ema`) or a .pt file.
+    UserError if the weights are not all finite."""
     from jaxgan import checkpoint
 
     if from_pt is not None:
         from jaxgan import convert
 
         state = convert.load_pt(from_pt)
-        return state.config, state.g_params, "pt", None
-    restored = checkpoint.load(workdir, epoch)
-    state = restored.state
-    if ema and state.g_ema_params is not None:
-        return state.config, state.g_ema_params, "ema", restored
-    return state.config, state.g_params, "raw", restored
+        config, params, weights, restored, source = state.config, state.g_params, "pt", None, repr(from_pt)
+    else:
+        restored = checkpoint.load(workdir, epoch)
+        state, source = restored.state, str(restored.path)
+        if ema and state.g_ema_params is not None:
+            config, params, weights = state.config, state.g_ema_params, "ema"
+        else:
+            config, params, weights = state.config, state.g_params, "raw"
+    if not all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params)):
+        from jaxgan.cli import UserError
+
+        raise UserError(
+            f"the generator weights of {source} are not finite (NaN or inf): its output would not be either"
+        )
+    return config, params, weights, restored

@@ -1,8 +1,10 @@
 """Stopping on SIGINT / SIGTERM without losing work, agreed by every process of a run.
 
-- Before training (`exit_at_once`): a signal ends the process at once, exit 128 + signum,
-  with one line. Nothing has been written yet. (Left to Python's default, Ctrl-C during
-  JAX's start-up can land in a garbage-collection callback, which swallows it.)
+- From the first line of `python -m jaxgan.X` (`exit_during_startup`, called by the package's
+  __init__ before anything heavy is imported) and before training (`exit_at_once`): a signal
+  ends the process at once, exit 128 + signum, with one line. Left to Python's default, Ctrl-C
+  during JAX's start-up can land in a garbage-collection callback, which swallows it, or print
+  a traceback from inside an import. This module imports nothing heavy, for that reason.
 - During training (`StopOnSignal`): the first signal asks the run to stop at the next epoch
   boundary, where it saves a checkpoint; a second one stops at once, keeping the last
   complete checkpoint. In a multi-process run the processes agree at every epoch boundary
@@ -19,9 +21,6 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-
-import jax
-import numpy as np
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -54,13 +53,24 @@ def handlers(handle: Callable[[int, object], None]) -> Iterator[None]:
             signal.signal(s, old)
 
 
-def exit_at_once(prog: str) -> contextlib.AbstractContextManager[None]:
-    """Inside the block, SIGINT/SIGTERM end the process at once: one line, exit 128 + signum."""
-    return handlers(
-        lambda signum, frame: _exit_now(
-            f"{prog}: stopped by {signal.Signals(signum).name} before training; no checkpoint was changed", signum
-        )
-    )
+def _exit_handler(prog: str, when: str) -> Callable[[int, object], None]:
+    return lambda signum, frame: _exit_now(f"{prog}: stopped by {signal.Signals(signum).name} {when}".rstrip(), signum)
+
+
+def exit_at_once(prog: str, when: str = "before training began") -> contextlib.AbstractContextManager[None]:
+    """Inside the block, SIGINT/SIGTERM end the process at once: `{prog}: stopped by SIGINT {when}`,
+    exit 128 + signum."""
+    return handlers(_exit_handler(prog, when))
+
+
+def exit_during_startup() -> None:
+    """Under `python -m jaxgan` or `python -m jaxgan.X`, make SIGINT/SIGTERM end the process at once
+    from now on, until the program installs its own handlers (a no-op in any other program)."""
+    argv = list(getattr(sys, "orig_argv", ()))
+    module = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else ""
+    if (module == "jaxgan" or module.startswith("jaxgan.")) and threading.current_thread() is threading.main_thread():
+        for s in SIGNALS:
+            signal.signal(s, _exit_handler(f"python -m {module}", "while starting"))
 
 
 class StopOnSignal:
@@ -101,6 +111,9 @@ class StopOnSignal:
 
         In a multi-process run this is a collective: every process must call it at the same point.
         """
+        import jax
+        import numpy as np
+
         if jax.process_count() == 1:
             return self.signum
         from jax.experimental import multihost_utils

@@ -26,6 +26,8 @@ host once per chunk (`config.log_every` steps), which is also when the progress 
 
 from __future__ import annotations
 
+import math
+import os
 import signal
 import sys
 import time
@@ -43,7 +45,7 @@ from tqdm.auto import tqdm
 from jaxgan import checkpoint, parallel, rundir, sampling, signals
 from jaxgan import data as data_lib
 from jaxgan.cli import UserError
-from jaxgan.config import Config
+from jaxgan.config import MAX_COUNT, Config
 from jaxgan.losses import bce_with_logits
 from jaxgan.models import discriminate, generate, init_params
 from jaxgan.optim import torch_adam
@@ -324,8 +326,67 @@ def load_checked(config: Config, placement: parallel.Placement, log: Callable[[s
         raise data_lib.DataError(
             f"batch_size {config.batch_size} is larger than the {len(dataset.images):,} images of {dataset.name}"
         )
+    steps = config.resolved(len(dataset.images)).epochs * (len(dataset.images) // config.batch_size)
+    if steps > MAX_COUNT:
+        raise data_lib.DataError(f"{steps:,} steps in all is more than the step counter holds ({MAX_COUNT:,})")
+    check_memory(config, len(dataset.images))
     parallel.check_same_data(dataset.images)
     return dataset
+
+
+def memory_estimate(config: Config, num_examples: int) -> dict[str, int]:
+    """Bytes a run of `config` on `num_examples` images holds at once, at the least, by part.
+
+    state: the GANState twice (before and after a step) and the gradients; data: the images on
+    the device and on the host; step: one chunk's noise and a step's activations, forward and
+    backward; grid: a sample grid. From shapes alone (`jax.eval_shape`): nothing is allocated.
+    """
+    abstract = jax.eval_shape(lambda: create_state(config, 0))
+
+    def nbytes(tree) -> int:
+        return sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+    if config.arch == "dcgan":  # activations per image: G (BatchNorm keeps pre and post) and D
+        g_act = 4 * config.g_features * 49 + 2 * config.g_features * 196 + config.image_size
+        d_act = config.d_features * 196 + 4 * config.d_features * 49 + 1
+    else:
+        g_act, d_act = sum(config.g_hidden) + config.image_size, sum(config.d_hidden) + 1
+    batch, f32 = config.batch_size, 4
+    chunk = max(1, min(config.log_every, num_examples // batch))
+    # G runs twice per step (for D, then for G) and D three times (real, fake, and for G).
+    per_image = 2 * config.latent_dim + 2 * g_act + 3 * (config.image_size + d_act)
+    return {
+        "state": 2 * nbytes(abstract) + nbytes((abstract.g_params, abstract.d_params)),
+        "data": 2 * num_examples * config.image_size * f32,
+        "step": f32 * (2 * chunk * batch * config.latent_dim + 2 * batch * per_image),
+        "grid": f32 * config.grid_size**2 * (config.latent_dim + g_act),
+    }
+
+
+def memory_available() -> tuple[int, str]:
+    """(bytes, whose) a run may use: the first accelerator's memory limit, or the machine's RAM on CPU."""
+    device = jax.devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]), f"the {device.platform.upper()} device's"
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's"
+
+
+def gigabytes(n: int) -> str:
+    return f"{n / 1e9:,.1f} GB"
+
+
+def check_memory(config: Config, num_examples: int) -> None:
+    """UserError in one line when `memory_estimate` is more than `memory_available`: refused before
+    anything is compiled or allocated."""
+    parts = memory_estimate(config, num_examples)
+    need, (have, whose) = sum(parts.values()), memory_available()
+    if need > have:
+        detail = ", ".join(f"{name} {gigabytes(n)}" for name, n in sorted(parts.items(), key=lambda kv: -kv[1]))
+        raise UserError(
+            f"this config needs at least {gigabytes(need)} of memory ({detail}), more than {whose} "
+            f"{gigabytes(have)}: use smaller --g-hidden, --d-hidden, --latent-dim, --batch-size or a smaller dataset"
+        )
 
 
 def train_and_evaluate(
@@ -348,8 +409,20 @@ def train_and_evaluate(
     (then raises signals.Interrupted). Raises Diverged on a non-finite loss or parameter,
     keeping the checkpoints saved before it. With config.eval_every > 0 the sample-quality
     metrics of `jaxgan.metrics` join the rows of every eval_every-th and the last epoch.
-    Returns the final state and the per-epoch metric rows (also in metrics.jsonl).
+    Returns the final state and the per-epoch metric rows (also in metrics.jsonl). The run holds
+    the workdir's lock (`rundir.RunDir.lock`) until it returns.
     """
+    with rundir.RunDir(workdir) as run:
+        return _train_and_evaluate(
+            config, run, resume=resume, explicit=explicit, load_dataset=load_dataset, progress=progress, log=log,
+            evaluator=evaluator,
+        )  # fmt: skip
+
+
+def _train_and_evaluate(
+    config: Config, run: rundir.RunDir, *, resume, explicit, load_dataset, progress, log, evaluator
+):
+    """`train_and_evaluate` in `run`."""
     if (config.arch, config.conditional, config.loss) != ("mlp", False, "bce"):
         # The networks, losses and their torch mirrors exist (jaxgan.models, jaxgan.losses); the
         # train step does not use them yet.
@@ -357,11 +430,10 @@ def train_and_evaluate(
     placement = parallel.Placement(config.data_parallel)
     primary = parallel.is_primary()  # only process 0 writes files and logs
     log = (log or (lambda msg: tqdm.write(msg, file=sys.stdout))) if primary else (lambda msg: None)
-    run = rundir.RunDir(workdir)
     if primary:
-        run.prepare()
+        run.prepare()  # the lock and the pre-flight, before anything is loaded or deleted
     start = checkpoint.restore_or_init(
-        config, run.workdir, resume, explicit=explicit, log=log,
+        config, run.workdir, resume, explicit=explicit, log=log, recorded=run.read_config(),
         prepare=lambda cfg: load_checked(cfg, placement, log, load_dataset),
     )  # fmt: skip
     dataset, history, num_examples = start.dataset, run.read_metrics(start.epoch), len(start.dataset.images)
@@ -412,6 +484,7 @@ def train_and_evaluate(
                 grid = np.asarray(sampling.generate(config, sampling_params(state), grid_noise))  # every process
                 if primary:
                     run.save_grid(grid, epoch, config.grid_size)
+            saver.check()  # a save that failed in the background stops the run now
             stop_signal = stop.agreed()  # every process stops after the same epoch
             if due(config.checkpoint_every, epoch, config.epochs) or stop_signal is not None:
                 saved_at = saver.save(state, epoch, dataset=dataset.name, num_examples=num_examples, data_checksum=start.data_checksum)  # fmt: skip
@@ -424,12 +497,13 @@ def train_and_evaluate(
                     f"Resume with: python -m jaxgan.train --workdir {run.workdir}",
                     stop_signal,
                 )
-        saver.wait()  # still inside StopOnSignal: a signal now waits for the last save instead of killing it
-    if primary:
-        run.finish(history)
-    log(summary(config, state, history, start.epoch, run))
-    if "fd" in history[-1] and evaluator is not None:
-        log(_quality_table(config, history[-1], evaluator))
+        # Still inside StopOnSignal: a signal now lets the last save and the pictures finish.
+        saver.wait()
+        if primary:
+            run.finish(history)
+        log(summary(config, state, history, start.epoch, run))
+        if "fd" in history[-1] and evaluator is not None:
+            log(_quality_table(config, history[-1], evaluator))
     return state, history
 
 

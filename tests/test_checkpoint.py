@@ -1,6 +1,7 @@
 """Checkpoints: save/restore of the whole state, exact resume, conflicts and corruption."""
 
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -144,6 +145,27 @@ def test_resume_flag_needs_a_checkpoint_and_no_resume_starts_over(tmp_path, caps
     assert "deleting 2 old checkpoint(s)" in log
     assert len(history) == 1 and len(rows(tmp_path)) == 1
     assert checkpoint.load(tmp_path).epoch == 1
+    # The old run's samples went with its checkpoints and metrics.
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["epoch_0001.png", "progress.gif"]
+
+
+def test_a_checkpoint_deleted_while_read_is_looked_up_again(tmp_path, tiny_config, monkeypatch):
+    """A live run's keep-K cleanup can delete the checkpoint a reader (generate, evaluate) has just
+    listed: the reader lists again and reads what is there."""
+    state = train.create_state(tiny_config, 0)
+    with checkpoint.Checkpointer(tmp_path, keep=3) as ckpt:
+        for epoch in (1, 2):
+            ckpt.save(state, epoch, dataset="mnist-5k", num_examples=640)
+    restore, deleted = checkpoint.Checkpointer._restore, []
+
+    def cleaned_up_meanwhile(self, epoch):
+        if not deleted:  # the run's cleanup wins the race once
+            shutil.rmtree(checkpoint.step_path(self.directory, epoch))
+            deleted.append(epoch)
+        return restore(self, epoch)
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "_restore", cleaned_up_meanwhile)
+    assert checkpoint.load(tmp_path).epoch == 1 and deleted == [2]
 
 
 def corrupt(step_dir, how):

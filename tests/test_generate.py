@@ -170,3 +170,15 @@ def test_load_state_reads_a_run(run):
     assert int(loaded.step) == int(state.step) == 40
     for a, b in zip(jax.tree.leaves(loaded.g_params), jax.tree.leaves(state.g_params), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_outputs_honour_the_umask_and_leave_no_temporary_file(run, tmp_path):
+    workdir, _ = run
+    previous = os.umask(0o022)
+    try:
+        for name in ("a.png", "a.npy", "a.npz"):
+            assert generate.main(["--workdir", str(workdir), "--num", "4", "--out", str(tmp_path / name)]) == 0
+            assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name  # as every other output; not mkstemp's 0600
+    finally:
+        os.umask(previous)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", "a.npz", "a.png"]

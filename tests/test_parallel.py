@@ -6,7 +6,9 @@ shared by several assertions; the one-device reference runs in this process.
 """
 
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -219,3 +221,39 @@ def test_data_parallel_flag_and_resume(tmp_path):
 def test_impossible_process_flags_are_usage_errors(tmp_path, flags, message):
     with pytest.raises(train_cli.cli.UsageError, match=message):
         train_cli.parse([*flags, "--workdir", str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_two_processes_agree_to_stop_when_only_one_gets_sigterm(tmp_path):
+    """SIGTERM to process 1 alone: both processes stop after the same epoch, exit 143, with that
+    epoch's checkpoint saved (neither waits forever in a collective the other never enters)."""
+    workdir, port = tmp_path / "run", free_port()
+    run = f"{FLAGS} --workdir {workdir} --epochs 100000 --data-parallel"
+    commands = [
+        f"{run} --coordinator-address localhost:{port} --num-processes 2 --process-id 0",
+        f"{run} --coordinator-address localhost:{port} --num-processes 2 --process-id 1",
+    ]
+    procs = [
+        subprocess.Popen(
+            [*CHILD, command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(2), cwd=tmp_path
+        )
+        for command in commands
+    ]
+    try:
+        for line in procs[0].stdout:  # process 0 logs; process 1 is silent
+            if line.startswith("Epoch [1/"):
+                break
+        procs[1].send_signal(signal.SIGTERM)
+        outputs = [proc.communicate(timeout=300) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    stopped = []
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 143 and out.splitlines()[-1] == "exit 143", err
+        match = re.search(r"stopped by SIGTERM after epoch (\d+)/100000; checkpoint saved in (\S+)\.", err)
+        assert match, err
+        stopped.append((int(match[1]), match[2]))
+    assert stopped[0] == stopped[1]  # the same epoch, the same checkpoint
+    epoch = stopped[0][0]
+    assert checkpoint.epochs_in(workdir)[-1] == epoch and checkpoint.load(workdir).epoch == epoch

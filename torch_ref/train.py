@@ -160,7 +160,7 @@ def convert_models(config, state):
 def main(argv: list[str] | None = None) -> int:
     from jaxgan import convert
     from jaxgan import data as data_lib
-    from jaxgan.cli import OneLineParser, UsageError, run
+    from jaxgan.cli import OneLineParser, UsageError, check_writable, run
     from jaxgan.config import PRESETS, preset
 
     parser = OneLineParser(
@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"--max-steps must be positive, got {args.max_steps}")
         if not args.out.endswith(".pt"):
             raise UsageError(f"--out {args.out!r} must end in .pt")
+        check_writable(args.out, "--out")  # before training, not after
         dataset = data_lib.load(config.dataset, config.data_dir)
         gan, _ = train(config, dataset.images, args.max_steps)
         convert.write_pt(args.out, config, gan.generator.state_dict(), gan.discriminator.state_dict())
