@@ -8,7 +8,7 @@ MLP, Flax layer `net/linear_i` is `net.{2i}` (activations sit at the odd indices
 kernel (in, out) is the transpose of PyTorch's Linear weight (out, in); for the DCGAN, conv
 and transposed-conv kernels are torch's weights transposed by (2, 3, 1, 0), and BatchNorm's
 scale, bias and batch_stats mean, var, num_batches_tracked are torch's weight, bias,
-running_mean, running_var, num_batches_tracked. Conversion copies float32 values unchanged
+running_mean, running_var, num_batches_tracked (a GANState's g_batch_stats / d_batch_stats). Conversion copies float32 values unchanged
 (and the int counter between int32 and int64), so a round trip is bit-identical.
 
 A .pt file is `torch.save({"generator": g_sd, "discriminator": d_sd, "config": config.to_dict()})`,
@@ -129,10 +129,11 @@ def params_to_state_dict(config: Config, net: str, params: Any) -> OrderedDict:
 
 
 def to_torch_state_dict(state: train.GANState) -> tuple[OrderedDict, OrderedDict]:
-    """A GANState's weights -> (generator, discriminator) torch_ref state dicts."""
+    """A GANState's weights (and a DCGAN's BatchNorm running statistics) -> (generator,
+    discriminator) torch_ref state dicts."""
     return (
-        params_to_state_dict(state.config, "generator", state.g_params),
-        params_to_state_dict(state.config, "discriminator", state.d_params),
+        variables_to_state_dict(state.config, "generator", models.variables(state.g_params, state.g_batch_stats)),
+        variables_to_state_dict(state.config, "discriminator", models.variables(state.d_params, state.d_batch_stats)),
     )
 
 
@@ -213,16 +214,21 @@ def state_dict_to_params(config: Config, net: str, sd: dict[str, Any]) -> dict:
 
 
 def from_torch_state_dict(config: Config, g_sd: dict[str, Any], d_sd: dict[str, Any]) -> train.GANState:
-    """torch_ref state dicts -> a fresh GANState (step 0, fresh Adam, key from config.seed) holding those weights."""
+    """torch_ref state dicts -> a fresh GANState (step 0, fresh Adam, key from config.seed) holding
+    those weights and, for the DCGAN, those BatchNorm running statistics."""
     g_variables = state_dict_to_variables(config, "generator", g_sd)
     d_variables = state_dict_to_variables(config, "discriminator", d_sd)
-    if "batch_stats" in g_variables or "batch_stats" in d_variables:
-        raise ConvertError(f"preset {config.preset}: a training state cannot hold BatchNorm statistics yet")
     state = train.create_state(config, config.seed)
     tx = train.optimizer(config)
-    g_params, d_params = jax.device_put((g_variables["params"], d_variables["params"]))
+    g_variables, d_variables = jax.device_put((g_variables, d_variables))
+    g_params, d_params = g_variables["params"], d_variables["params"]
     state = state.replace(
-        g_params=g_params, d_params=d_params, g_opt_state=tx.init(g_params), d_opt_state=tx.init(d_params)
+        g_params=g_params,
+        d_params=d_params,
+        g_opt_state=tx.init(g_params),
+        d_opt_state=tx.init(d_params),
+        g_batch_stats=g_variables.get("batch_stats"),
+        d_batch_stats=d_variables.get("batch_stats"),
     )
     if state.g_ema_params is not None:  # the EMA of a converted generator starts at its weights
         state = state.replace(g_ema_params=jax.tree.map(jax.numpy.copy, g_params))

@@ -406,6 +406,22 @@ def load_heldout(name: str, data_dir: str | None = None) -> Dataset | None:
     return Dataset(to_model_range(pixels), labels, name, f"TFDS {name} (test split)")
 
 
+def check_labels(dataset: Dataset, num_classes: int) -> None:
+    """DataError unless every image has a label in 0 .. num_classes - 1 (a conditional GAN's need);
+    datasets without labels (TFDS features with no "label": all -1) are named as such."""
+    labels = np.asarray(dataset.labels)
+    if len(labels) != len(dataset.images):
+        raise DataError(f"{dataset.name} has {len(labels):,} labels for {len(dataset.images):,} images")
+    if labels.size and (labels < 0).all():
+        raise DataError(f"{dataset.name} has no labels; --conditional needs a labelled dataset (e.g. mnist-5k)")
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{dataset.name}: image {i:,} has label {int(labels[i])}; --conditional needs labels 0-{num_classes - 1}"
+        )
+
+
 def given(dataset: Dataset) -> Callable[..., Dataset]:
     """A `load` stand-in that returns `dataset` whatever it is asked for: train on your own arrays
     with `train.train_and_evaluate(config, workdir, load_dataset=data.given(Dataset(...)))`."""

@@ -6,7 +6,8 @@
 Reads the run's latest checkpoint (or `--epoch N`) read-only, generates `--num` images and
 prints the Frechet distance (FD@num), classifier score, coverage KL and mean max-probability
 against the dataset's held-out real images, beside the ceiling (real training images) and
-the floor (an untrained generator of the same config). With EMA on (`--ema-decay`) the EMA
+the floor (an untrained generator of the same config); for a conditional generator also the
+conditional accuracy (the share of images the classifier reads as the digit asked for). With EMA on (`--ema-decay`) the EMA
 generator is measured unless `--no-ema`. The dataset's classifier is trained on first use
 and cached (`jaxgan.classifier`). Bad input is one line on stderr and exit status 2.
 """
@@ -51,9 +52,8 @@ def evaluate(args: argparse.Namespace, log=None) -> dict:
     from jaxgan import metrics, sampling
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    config, g_params, weights, restored = sampling.load_generator(
-        args.workdir, args.from_pt, args.epoch, ema=not args.no_ema
-    )
+    loaded = sampling.load_generator(args.workdir, args.from_pt, args.epoch, ema=not args.no_ema)
+    config, restored = loaded.config, loaded.restored
     if restored is not None:
         dataset = restored.dataset
     else:  # a .pt file
@@ -64,11 +64,11 @@ def evaluate(args: argparse.Namespace, log=None) -> dict:
         "epoch": restored.epoch if restored is not None else None,
         "step": int(restored.state.step) if restored is not None else None,
         "dataset": dataset,
-        "generator_weights": weights,
+        "generator_weights": loaded.weights,
         "ema_decay": config.ema_decay,
         "classifier_test_accuracy": evaluator.classifier.info["test_accuracy"],
-        "generator": evaluator.generator(config, g_params, args.seed),
-        "ceiling": evaluator.ceiling(args.seed),
+        "generator": evaluator.generator(config, loaded.params, args.seed, batch_stats=loaded.batch_stats),
+        "ceiling": evaluator.ceiling(args.seed, conditional=config.conditional),
         "floor": evaluator.floor(config, args.seed),
     }
 

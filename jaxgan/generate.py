@@ -2,6 +2,8 @@
 
     python -m jaxgan.generate --workdir runs/small [--num 64] [--seed 0] [--out samples.png|.npy|.npz]
     python -m jaxgan.generate --from-pt generator.pt ...   # torch_ref weights (see jaxgan.convert)
+    python -m jaxgan.generate --workdir runs/cgan-small --labels 0-9 [--num 8]   # a conditional run
+
 
 Reads the run's latest checkpoint (or `--epoch N`) read-only and writes
 - `.png`: one grid of the images (ceil(sqrt(num)) per row), like the training samples;
@@ -9,6 +11,10 @@ Reads the run's latest checkpoint (or `--epoch N`) read-only and writes
 - `.npz`: `images` (as .npy), `pixels` uint8 (num, 28, 28, 1) in [0, 255], and the noise `z`.
 The noise is `jaxgan.sampling.noise(seed, num, latent_dim)`: the same seed gives the same
 images, and a run's own seed with --num grid_size**2 gives the images of its sample grids.
+A conditional generator draws `--labels` (a digit `7`, a range `0-9`, or a list `1,4,7`;
+default 0-9), `--num` images of each (default 8), one row per digit whose columns share their
+noise (`jaxgan.sampling.labelled_inputs`); the .npz also holds the `labels`. A run's own seed
+with --labels 0-9 --num grid_size gives the images of its sample grids.
 Bad input is one line on stderr and exit status 2, and leaves every file as it was: the
 output is written to a temporary file `.NAME.PID.tmp` beside it (with the permissions the
 umask gives, like every other output) and renamed into place. Ctrl-C stops it at once; a
@@ -43,7 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--workdir", help="a training run's directory (its latest checkpoint is used)")
     source.add_argument("--from-pt", help="a PyTorch .pt file of torch_ref weights (see jaxgan.convert)")
     parser.add_argument("--epoch", type=int, default=None, help="use the checkpoint of this epoch (default: latest)")
-    parser.add_argument("--num", type=int, default=64, help="how many images (default: 64)")
+    parser.add_argument(
+        "--num", type=int, default=None, help="how many images (default: 64); with --labels, per digit (default: 8)"
+    )
+    parser.add_argument(
+        "--labels",
+        default=None,
+        help="a conditional generator's digits, one row each: 7, 0-9 or 1,4,7 (default for a conditional run: 0-9)",
+    )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the noise; the same seed gives the same images (default: 0)"
     )
@@ -86,8 +99,24 @@ def remove_leftovers(out: Path) -> None:
             pass
 
 
-def write(out: Path, images: np.ndarray, z: np.ndarray) -> None:
-    """Write `images` to `out` in the format its extension names, atomically (`temporary_path`)."""
+def parse_labels(text: str, num_classes: int = 10) -> list[int]:
+    """`--labels` text -> digits: "7" -> [7], "0-9" -> [0, ..., 9], "1,4-6" -> [1, 4, 5, 6]; UsageError otherwise."""
+    digits: list[int] = []
+    for part in text.split(","):
+        first, dash, last = part.strip().partition("-")
+        try:
+            low, high = int(first), int(last) if dash else int(first)
+        except ValueError:
+            raise UsageError(f"--labels {text!r}: expected digits like 7, 0-9 or 1,4,7") from None
+        if not 0 <= low <= high < num_classes:
+            raise UsageError(f"--labels {text!r}: digits must be 0-{num_classes - 1}, low to high")
+        digits.extend(range(low, high + 1))
+    return digits
+
+
+def write(out: Path, images: np.ndarray, z: np.ndarray, nrow: int | None = None, labels=None) -> None:
+    """Write `images` to `out` in the format its extension names, atomically (a .png grid with
+    `nrow` images per row; a .npz also holds `labels` when given)."""
     from jaxgan import visualize
 
     suffix = out.suffix.lower()
@@ -96,11 +125,12 @@ def write(out: Path, images: np.ndarray, z: np.ndarray) -> None:
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666))  # the umask decides its mode
     try:
         if suffix == ".png":
-            visualize.save_grid(images, tmp)
+            visualize.save_grid(images, tmp, nrow)
         elif suffix == ".npy":
             np.save(tmp, images, allow_pickle=False)
         else:
-            np.savez(tmp, images=images, pixels=visualize.to_uint8(images), z=z)
+            extra = {} if labels is None else {"labels": np.asarray(labels)}
+            np.savez(tmp, images=images, pixels=visualize.to_uint8(images), z=z, **extra)
         os.replace(tmp, out)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -139,16 +169,34 @@ def main(argv: list[str] | None = None) -> int:
                 check_seed(args.seed, "--seed")
             except ValueError as err:
                 raise UsageError(str(err)) from None
+            digits = parse_labels(args.labels) if args.labels is not None else None
             from jaxgan import sampling
 
             sampling.check_source(args.workdir, args.from_pt)
             out = output_path(args)
-            check_num(args.num, out)
-            config, g_params, _, _ = sampling.load_generator(args.workdir, args.from_pt, args.epoch)
-            check_num(args.num, out, config.latent_dim)
-            images, z = sampling.images(config, g_params, args.num, args.seed)
-            write(out, images, z)
-        print(f"wrote {args.num} images (seed {args.seed}) to {out}")
+            if args.num is not None:
+                check_num(args.num, out)
+            loaded = sampling.load_generator(args.workdir, args.from_pt, args.epoch)
+            config = loaded.config
+            if digits is not None and not config.conditional:
+                raise UsageError("--labels needs a conditional generator; this one is not (train with --conditional)")
+            if not config.conditional:
+                num = args.num or 64
+                check_num(num, out, config.latent_dim)
+                images, z = sampling.images(config, loaded.params, num, args.seed, batch_stats=loaded.batch_stats)
+                write(out, images, z)
+                print(f"wrote {num} images (seed {args.seed}) to {out}")
+                return
+            digits = digits if digits is not None else list(range(config.num_classes))
+            per_digit = args.num or 8
+            check_num(per_digit * len(digits), out, config.latent_dim)
+            z, labels = sampling.labelled_inputs(args.seed, digits, per_digit, config.latent_dim)
+            images = sampling.images_of(config, loaded.params, z, labels, loaded.batch_stats)
+            write(out, images, np.asarray(z), nrow=per_digit, labels=labels)
+        shown = ", ".join(map(str, digits))
+        print(
+            f"wrote {len(images)} images (seed {args.seed}; digits {shown}, {per_digit} each, one row per digit) to {out}"
+        )
 
     return run(PROG, body)
 

@@ -27,6 +27,7 @@ where the seeds' loss and gradient saturate and this one stays exact.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -79,17 +80,27 @@ def discriminator_output(kind: str, logits: jax.Array) -> jax.Array:
 
 
 def gradient_penalty(
-    critic: Callable[[jax.Array], jax.Array], real: jax.Array, fake: jax.Array, eps: jax.Array
-) -> jax.Array:
+    critic: Callable[[jax.Array], Any], real: jax.Array, fake: jax.Array, eps: jax.Array, *, has_aux: bool = False
+) -> Any:
     """WGAN-GP's penalty E[(||grad_x critic(x_hat)||_2 - 1)^2] at x_hat = eps real + (1 - eps) fake.
 
-    critic: images (B, 28, 28, 1) -> logits (B,) (D with its params and labels bound);
-    real, fake: (B, 28, 28, 1), fake without gradient to G; eps: (B,) in [0, 1], one per image.
-    Differentiating this in the critic's params differentiates through the input gradient
-    (double backprop), as torch.autograd.grad(create_graph=True) does.
+    critic: images (B, 28, 28, 1) -> logits (B,) (D with its params and labels bound), or, with
+    `has_aux`, -> (logits, aux) and the result is (penalty, aux) (the DCGAN critic's updated
+    BatchNorm statistics); real, fake: (B, 28, 28, 1), fake without gradient to G; eps: (B,) in
+    [0, 1], one per image. Differentiating this in the critic's params differentiates through the
+    input gradient (double backprop), as torch.autograd.grad(create_graph=True) does.
     """
     mix = eps[:, None, None, None]
     x_hat = mix * real + (1.0 - mix) * fake
-    grads = jax.grad(lambda x: critic(x).sum())(x_hat)  # (B, 28, 28, 1): each image's own gradient
+    if has_aux:
+        grads, aux = jax.grad(lambda x: _summed(critic(x)), has_aux=True)(x_hat)
+    else:
+        grads, aux = jax.grad(lambda x: critic(x).sum())(x_hat), None  # (B, 28, 28, 1): each image's own
     norms = jnp.sqrt(jnp.square(grads).reshape(grads.shape[0], -1).sum(axis=1))  # (B,)
-    return jnp.square(norms - 1.0).mean()
+    penalty = jnp.square(norms - 1.0).mean()
+    return (penalty, aux) if has_aux else penalty
+
+
+def _summed(logits_and_aux: tuple[jax.Array, Any]) -> tuple[jax.Array, Any]:
+    logits, aux = logits_and_aux
+    return logits.sum(), aux

@@ -13,6 +13,10 @@ so it is always reported with it as `fd_n`):
   `coverage_kl`: its KL divergence to the uniform distribution (0 = every digit equally
   often; log 10 = 2.30 = one digit only): the mode-collapse detector.
 - `max_prob`: the mean of max_y p(y|x), the classifier's confidence.
+- `cond_acc` (conditional generators only): the conditional accuracy, the share of the N
+  images that the classifier assigns to the digit the generator was asked for (the digits
+  0..9 in turn, `sampling.balanced_labels`). 0.1 is chance; real images with their own labels
+  (the ceiling) score the classifier's accuracy on them.
 
 Reference points (`reference_rows`): the *ceiling* is the same metrics for N held-out real
 images against N real training images; the *floor* is an untrained generator.
@@ -111,10 +115,12 @@ class Evaluator:
         split = classifier_lib.load_split(name, data_dir)
         return cls(classifier_lib.load_or_train(name, seed, data_dir=data_dir, split=split, log=log, **kw), split, n)
 
-    def images(self, images: np.ndarray) -> dict[str, Any]:
-        """All metrics of images (N, 28, 28, 1) in [-1, 1] against the held-out reference."""
+    def images(self, images: np.ndarray, labels: np.ndarray | None = None) -> dict[str, Any]:
+        """All metrics of images (N, 28, 28, 1) in [-1, 1] against the held-out reference; with
+        `labels` (N,), the digits they should be, also their conditional accuracy `cond_acc`."""
         probs, features = classifier_lib.predict(self.classifier.params, np.asarray(images, np.float32))
         hist = coverage(probs)
+        conditional = {} if labels is None else {"cond_acc": conditional_accuracy(probs, labels)}
         return {
             "fd": frechet_distance(*gaussian_stats(features), *self.reference_stats),
             "fd_n": len(images),
@@ -122,35 +128,51 @@ class Evaluator:
             "coverage_kl": kl_to_uniform(hist),
             "max_prob": float(probs.max(axis=1).mean()),
             "coverage": [round(float(x), 4) for x in hist],
+            **conditional,
         }
 
-    def generator(self, config: Config, g_params, seed: int = 0) -> dict[str, Any]:
-        """All metrics of self.n images of the generator, from noise of `seed`."""
-        return self.images(generate(config, g_params, self.n, seed))
+    def generator(self, config: Config, g_params, seed: int = 0, *, batch_stats=None) -> dict[str, Any]:
+        """All metrics of self.n images of the generator, from noise of `seed` (eval mode with a
+        DCGAN's running `batch_stats`); a conditional one is asked for the digits 0..9 in turn
+        and also gets `cond_acc`."""
+        labels = np.asarray(sampling.balanced_labels(config, self.n)) if config.conditional else None
+        images = generate(config, g_params, self.n, seed, labels=labels, batch_stats=batch_stats)
+        return self.images(images, labels)
 
-    def ceiling(self, seed: int = 0) -> dict[str, Any]:
-        """Real training images (n, drawn with `seed`) measured like a generator: the best reachable."""
+    def ceiling(self, seed: int = 0, conditional: bool = False) -> dict[str, Any]:
+        """Real training images (n, drawn with `seed`) measured like a generator: the best reachable.
+        `conditional`: also their `cond_acc` against their own labels."""
         rng = np.random.default_rng(seed)
-        idx = rng.choice(len(self.split.train_images), self.n, replace=False)
-        return self.images(self.split.train_images[np.sort(idx)])
+        idx = np.sort(rng.choice(len(self.split.train_images), self.n, replace=False))
+        return self.images(self.split.train_images[idx], self.split.train_labels[idx] if conditional else None)
 
     def floor(self, config: Config, seed: int = 0) -> dict[str, Any]:
         """An untrained generator of `config` (init of `seed`): what training must beat."""
         from jaxgan import train
 
-        return self.generator(config, train.create_state(config.replace(ema_decay=0.0), seed).g_params, seed)
+        state = train.create_state(config.replace(ema_decay=0.0), seed)
+        return self.generator(config, state.g_params, seed, batch_stats=state.g_batch_stats)
 
 
-def generate(config: Config, g_params, num: int, seed: int = 0) -> np.ndarray:
-    """num images (num, 28, 28, 1) from the generator, with `sampling.noise` of `seed`."""
-    return sampling.images(config, g_params, num, seed)[0]
+def conditional_accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    """The share of images (probs (N, 10)) whose predicted class is their label (N,)."""
+    return float(np.mean(np.asarray(probs).argmax(axis=1) == np.asarray(labels)))
+
+
+def generate(config: Config, g_params, num: int, seed: int = 0, *, labels=None, batch_stats=None) -> np.ndarray:
+    """num images (num, 28, 28, 1) from the generator, with `sampling.noise` of `seed` (see `sampling.images`)."""
+    return sampling.images(config, g_params, num, seed, labels=labels, batch_stats=batch_stats)[0]
 
 
 def format_table(rows: list[tuple[str, dict]]) -> str:
-    """A text table of named metric rows (coverage shown as its KL)."""
-    lines = [f"{'':<22}{'FD@N':>10}{'N':>6}{'score':>8}{'cov KL':>8}{'maxprob':>9}"]
+    """A text table of named metric rows (coverage shown as its KL; a `cond acc` column when a row has one)."""
+    conditional = any("cond_acc" in m for _, m in rows)
+    lines = [f"{'':<22}{'FD@N':>10}{'N':>6}{'score':>8}{'cov KL':>8}{'maxprob':>9}" + (f"{'cond acc':>10}" if conditional else "")]  # fmt: skip
     for name, m in rows:
-        lines.append(
+        line = (
             f"{name:<22}{m['fd']:>10.2f}{m['fd_n']:>6}{m['score']:>8.2f}{m['coverage_kl']:>8.3f}{m['max_prob']:>9.3f}"
         )
+        if conditional:
+            line += f"{m['cond_acc']:>10.3f}" if "cond_acc" in m else f"{'—':>10}"
+        lines.append(line)
     return "\n".join(lines)

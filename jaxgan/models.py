@@ -42,6 +42,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -295,11 +296,41 @@ def expected_param_count(widths: Sequence[int]) -> int:
     return sum(a * b + b for a, b in itertools.pairwise(widths))
 
 
-def generate(config: Config, g_params, z: jax.Array) -> jax.Array:
-    """z (B, latent_dim) -> images (B, 28, 28, 1) in [-1, 1]."""
-    return Generator(config).apply({"params": g_params}, z)
+def variables(params, batch_stats=None) -> dict:
+    """A network's Flax variables: {"params"} and, for the DCGAN, {"batch_stats"}."""
+    return {"params": params} if batch_stats is None else {"params": params, "batch_stats": batch_stats}
 
 
-def discriminate(config: Config, d_params, images: jax.Array) -> jax.Array:
-    """images (B, 28, 28, 1) -> logits (B,)."""
-    return Discriminator(config).apply({"params": d_params}, images)
+def generate(config: Config, g_params, z: jax.Array, labels: jax.Array | None = None, batch_stats=None) -> jax.Array:
+    """Eval mode (BatchNorm uses the running `batch_stats`): z (B, latent_dim), labels (B,) when
+    conditional -> images (B, 28, 28, 1) in [-1, 1]."""
+    return Generator(config).apply(variables(g_params, batch_stats), z, labels, train=False)
+
+
+def discriminate(
+    config: Config, d_params, images: jax.Array, labels: jax.Array | None = None, batch_stats=None
+) -> jax.Array:
+    """Eval mode: images (B, 28, 28, 1), labels (B,) when conditional -> logits (B,)."""
+    return Discriminator(config).apply(variables(d_params, batch_stats), images, labels, train=False)
+
+
+def generate_train(
+    config: Config, g_params, batch_stats, z: jax.Array, labels: jax.Array | None = None
+) -> tuple[jax.Array, Any]:
+    """Train mode: (images (B, 28, 28, 1), the updated batch_stats). BatchNorm normalises with
+    the batch's statistics and updates the running ones; an MLP (batch_stats None) returns None."""
+    return _apply_train(Generator(config), g_params, batch_stats, z, labels)
+
+
+def discriminate_train(
+    config: Config, d_params, batch_stats, images: jax.Array, labels: jax.Array | None = None
+) -> tuple[jax.Array, Any]:
+    """Train mode: (logits (B,), the updated batch_stats; None for an MLP)."""
+    return _apply_train(Discriminator(config), d_params, batch_stats, images, labels)
+
+
+def _apply_train(module: nn.Module, params, batch_stats, x: jax.Array, labels: jax.Array | None):
+    if batch_stats is None:
+        return module.apply({"params": params}, x, labels), None
+    out, updates = module.apply(variables(params, batch_stats), x, labels, train=True, mutable=["batch_stats"])
+    return out, updates["batch_stats"]

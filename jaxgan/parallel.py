@@ -5,7 +5,7 @@
 it builds a 1-D `jax.sharding.Mesh` over every device of every process (axis "data"):
 
 - the state (params, optimizer states, step, key; any field GANState gains) and the
-  dataset are replicated on every device;
+  dataset (and its labels) are replicated on every device;
 - each epoch's batch indices (steps, B) are sharded along B, so every device gathers
   its own B / num_devices images of each batch from its replica of the dataset;
 - the same pure `train.train_steps` runs under `jax.jit` with these in/out shardings:
@@ -13,6 +13,10 @@ it builds a 1-D `jax.sharding.Mesh` over every device of every process (axis "da
 
 Results equal the single-device run's up to float32 reduction order: every random number
 is drawn from the state's key and step, whatever the sharding (threefry is partitionable).
+That includes the DCGAN's BatchNorm: its batch statistics are means over the batch axis of
+the global (sharded) batch, so XLA all-reduces them across devices and they are the
+single-device statistics of the whole batch (not per-device ones, as torch's DataParallel
+without SyncBatchNorm would have).
 
 Several hosts (or processes): `initialize_distributed` calls `jax.distributed.initialize`
 before anything touches a device; then `jax.devices()` is every process's devices and the
@@ -141,13 +145,15 @@ class Placement:
 
         return jax.tree.map(put, tree)
 
-    def jit_train_steps(self, train_steps: Callable) -> Callable:
-        """Jitted `train_steps(state, images, batch_indices)`; the state is donated."""
+    def jit_train_steps(self, train_steps: Callable, with_labels: bool = False) -> Callable:
+        """Jitted `train_steps(state, images, batch_indices[, labels])`; the state is donated.
+        with_labels: it is called with the dataset's labels too (a conditional GAN), replicated."""
         if not self.data_parallel:
             return jax.jit(train_steps, donate_argnums=0)
+        labels = (self.replicated,) if with_labels else ()
         return jax.jit(
             train_steps,
-            in_shardings=(self.replicated, self.replicated, self.batch_rows),
+            in_shardings=(self.replicated, self.replicated, self.batch_rows, *labels),
             out_shardings=(self.replicated, self.replicated),
             donate_argnums=0,
         )

@@ -26,6 +26,7 @@ host once per chunk (`config.log_every` steps), which is also when the progress 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import signal
@@ -42,12 +43,11 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from jaxgan import checkpoint, parallel, rundir, sampling, signals
+from jaxgan import checkpoint, losses, parallel, rundir, sampling, signals
 from jaxgan import data as data_lib
 from jaxgan.cli import UserError
 from jaxgan.config import MAX_COUNT, Config
-from jaxgan.losses import bce_with_logits
-from jaxgan.models import discriminate, generate, init_params
+from jaxgan.models import discriminate_train, generate_train, init_variables
 from jaxgan.optim import torch_adam
 
 Params = Any
@@ -56,6 +56,7 @@ Metrics = dict[str, jax.Array]
 # Independent random streams derived from the run's key (jax.random.fold_in tags);
 # sampling.SAMPLE_STREAM (3) is the noise of sample grids and generated images.
 INIT_STREAM, NOISE_STREAM, SHUFFLE_STREAM = 0, 1, 2
+LABEL_STREAM, PENALTY_STREAM = 4, 5  # a conditional GAN's fake labels; wgan-gp's interpolation weights
 METRIC_NAMES = ("d_loss", "g_loss", "d_real", "d_fake")
 
 
@@ -68,6 +69,10 @@ class GANState:
         and the step or epoch, so a resumed run draws the same numbers.
     g_ema_params: the exponential moving average of g_params (`ema_update`), or None
         when config.ema_decay is 0: then the pytree is exactly the one without EMA.
+    g_batch_stats, d_batch_stats: the DCGAN's BatchNorm running statistics (Flax's
+        `batch_stats` collection: mean, var, num_batches_tracked per BatchNorm), or None for
+        the MLPs, whose pytree (and checkpoints) are then exactly the ones without them.
+        The EMA generator samples with g_batch_stats: only the weights are averaged.
     config: static (not traced); changing it means a new compilation.
     """
 
@@ -78,6 +83,8 @@ class GANState:
     d_opt_state: optax.OptState
     key: jax.Array
     g_ema_params: Params | None
+    g_batch_stats: Params | None
+    d_batch_stats: Params | None
     config: Config = flax.struct.field(pytree_node=False)
 
 
@@ -88,9 +95,10 @@ def optimizer(config: Config) -> optax.GradientTransformation:
 
 
 def create_state(config: Config, rng: jax.Array | int) -> GANState:
-    """A fresh state: initial params of both nets, both Adam states, step 0, and `rng`."""
+    """A fresh state: initial params (and BatchNorm statistics) of both nets, both Adam states, step 0, and `rng`."""
     key = jax.random.key(rng) if isinstance(rng, int) else rng
-    g_params, d_params = init_params(config, jax.random.fold_in(key, INIT_STREAM))
+    g_variables, d_variables = init_variables(config, jax.random.fold_in(key, INIT_STREAM))
+    g_params, d_params = g_variables["params"], d_variables["params"]
     tx = optimizer(config)
     return GANState(
         step=jnp.zeros((), jnp.int32),
@@ -100,6 +108,8 @@ def create_state(config: Config, rng: jax.Array | int) -> GANState:
         d_opt_state=tx.init(d_params),
         key=key,
         g_ema_params=jax.tree.map(jnp.copy, g_params) if config.ema_decay > 0 else None,
+        g_batch_stats=g_variables.get("batch_stats"),
+        d_batch_stats=d_variables.get("batch_stats"),
         config=config,
     )
 
@@ -120,48 +130,97 @@ def ema_update(ema_params: Params, params: Params, decay: jax.Array) -> Params:
 
 
 def sampling_params(state: GANState) -> Params:
-    """The generator params to sample and evaluate with: the EMA when it is on, else g_params."""
+    """The generator params to sample and evaluate with: the EMA when it is on, else g_params.
+    (With BatchNorm they go with state.g_batch_stats, in eval mode.)"""
     return state.g_ema_params if state.g_ema_params is not None else state.g_params
 
 
-def d_loss_fn(config: Config, d_params: Params, real: jax.Array, fake: jax.Array):
-    """BCE(D(real), 1) + BCE(D(fake), 0) -> (loss, (mean D(real), mean D(fake))).
+def d_loss_fn(config: Config, d_params: Params, d_batch_stats, real, fake, labels=None, fake_labels=None, gp_eps=None):
+    """config.loss's discriminator loss -> (loss, (mean D(real), mean D(fake), updated d_batch_stats)).
 
-    Two discriminator passes, as in the seeds (one pass over [real; fake] measured slower:
-    docs/performance.md).
+    real, fake: (B, 28, 28, 1); labels, fake_labels: their (B,) digits when conditional;
+    gp_eps: (B,) for wgan-gp, whose loss adds gp_weight * the gradient penalty at the
+    interpolates (critic conditioned on the real labels). D(.) is `losses.discriminator_output`:
+    sigmoid(logit) for bce and minimax, the logit otherwise. Two discriminator passes, as in the
+    seeds (one pass over [real; fake] measured slower: docs/performance.md; with BatchNorm it would
+    also mix the two batches' statistics). BatchNorm statistics thread through in torch's order:
+    D(real), D(fake), then the penalty's D(x_hat).
     """
-    real_logits = discriminate(config, d_params, real)
-    fake_logits = discriminate(config, d_params, fake)
-    loss = bce_with_logits(real_logits, 1.0) + bce_with_logits(fake_logits, 0.0)
-    return loss, (jax.nn.sigmoid(real_logits).mean(), jax.nn.sigmoid(fake_logits).mean())
+    real_logits, d_batch_stats = discriminate_train(config, d_params, d_batch_stats, real, labels)
+    fake_logits, d_batch_stats = discriminate_train(config, d_params, d_batch_stats, fake, fake_labels)
+    loss = losses.d_loss(config.loss, real_logits, fake_logits)
+    if config.loss == "wgan-gp":
+        stats = d_batch_stats
+
+        def critic(x):
+            return discriminate_train(config, d_params, stats, x, labels)
+
+        penalty, d_batch_stats = losses.gradient_penalty(critic, real, fake, gp_eps, has_aux=True)
+        loss = loss + config.gp_weight * penalty
+    d_real = losses.discriminator_output(config.loss, real_logits).mean()
+    d_fake = losses.discriminator_output(config.loss, fake_logits).mean()
+    return loss, (d_real, d_fake, d_batch_stats)
 
 
-def g_loss_fn(config: Config, g_params: Params, d_params: Params, z: jax.Array) -> jax.Array:
-    """Non-saturating generator loss BCE(D(G(z)), 1)."""
-    return bce_with_logits(discriminate(config, d_params, generate(config, g_params, z)), 1.0)
+def g_loss_fn(config: Config, g_params: Params, g_batch_stats, d_params: Params, d_batch_stats, z, labels=None):
+    """config.loss's generator loss of D(G(z)) -> (loss, (updated g_batch_stats, updated d_batch_stats)).
+
+    z: (B, latent_dim), labels: (B,) digits for G and D when conditional. D is in train mode
+    here too (as torch's D, which is never switched to eval): its BatchNorm uses this batch's
+    statistics and updates its running ones.
+    """
+    fake, g_batch_stats = generate_train(config, g_params, g_batch_stats, z, labels)
+    logits, d_batch_stats = discriminate_train(config, d_params, d_batch_stats, fake, labels)
+    return losses.g_loss(config.loss, logits), (g_batch_stats, d_batch_stats)
 
 
-def train_step(state: GANState, real: jax.Array, z_d: jax.Array, z_g: jax.Array) -> tuple[GANState, Metrics]:
+def check_step_inputs(config: Config, labels, fake_labels, gp_eps) -> None:
+    """ValueError when the config's step needs an input it did not get (labels for a conditional
+    GAN, the penalty's eps for wgan-gp)."""
+    if config.conditional and (labels is None or fake_labels is None):
+        raise ValueError("a conditional GAN's step needs the real labels and fake_labels (y_d, y_g)")
+    if config.loss == "wgan-gp" and gp_eps is None:
+        raise ValueError("the wgan-gp step needs gp_eps, the interpolation weights of its penalty")
+
+
+def train_step(
+    state: GANState,
+    real: jax.Array,
+    z_d: jax.Array,
+    z_g: jax.Array,
+    labels: jax.Array | None = None,
+    fake_labels: tuple[jax.Array, jax.Array] | None = None,
+    gp_eps: jax.Array | None = None,
+) -> tuple[GANState, Metrics]:
     """One D update then one G update, with explicit noise.
 
-    real: (B, 28, 28, 1) float32 in [-1, 1]; z_d, z_g: (B, latent_dim).
-    With config.ema_decay > 0, g_ema_params is also updated (`ema_update`).
+    real: (B, 28, 28, 1) float32 in [-1, 1]; z_d, z_g: (B, latent_dim). Conditional configs
+    also take labels (B,) int32, the real images' digits, and fake_labels (y_d, y_g), the (B,)
+    digits asked of G with z_d and z_g (`step_labels`); wgan-gp takes gp_eps (B,) in [0, 1)
+    (`step_penalty_eps`). With config.ema_decay > 0, g_ema_params is also updated (`ema_update`).
+    The DCGAN's BatchNorm statistics are threaded in torch's forward order: G(z_d), D(real),
+    D(fake) [, D(x_hat)], G(z_g), D(G(z_g)).
     Returns the new state and scalar metrics d_loss, g_loss, d_real (mean D(x)) and
     d_fake (mean D(G(z_d)), before the D update).
     """
     config = state.config
+    check_step_inputs(config, labels, fake_labels, gp_eps)
+    y_d, y_g = fake_labels if fake_labels is not None else (None, None)
     tx = optimizer(config)
 
     # (1) Update D on real and fake images; stop_gradient is the seeds' fake.detach().
-    fake = jax.lax.stop_gradient(generate(config, state.g_params, z_d))
-    (d_loss, (d_real, d_fake)), d_grads = jax.value_and_grad(d_loss_fn, argnums=1, has_aux=True)(
-        config, state.d_params, real, fake
+    fake, g_batch_stats = generate_train(config, state.g_params, state.g_batch_stats, z_d, y_d)
+    fake = jax.lax.stop_gradient(fake)
+    (d_loss, (d_real, d_fake, d_batch_stats)), d_grads = jax.value_and_grad(d_loss_fn, argnums=1, has_aux=True)(
+        config, state.d_params, state.d_batch_stats, real, fake, labels, y_d, gp_eps
     )
     d_updates, d_opt_state = tx.update(d_grads, state.d_opt_state, state.d_params)
     d_params = optax.apply_updates(state.d_params, d_updates)
 
-    # (2) Update G through the updated D, on fresh noise.
-    g_loss, g_grads = jax.value_and_grad(g_loss_fn, argnums=1)(config, state.g_params, d_params, z_g)
+    # (2) Update G through the updated D, on fresh noise (and fresh labels).
+    (g_loss, (g_batch_stats, d_batch_stats)), g_grads = jax.value_and_grad(g_loss_fn, argnums=1, has_aux=True)(
+        config, state.g_params, g_batch_stats, d_params, d_batch_stats, z_g, y_g
+    )
     g_updates, g_opt_state = tx.update(g_grads, state.g_opt_state, state.g_params)
     g_params = optax.apply_updates(state.g_params, g_updates)
 
@@ -177,23 +236,53 @@ def train_step(state: GANState, real: jax.Array, z_d: jax.Array, z_g: jax.Array)
         g_opt_state=g_opt_state,
         d_opt_state=d_opt_state,
         g_ema_params=g_ema_params,
+        g_batch_stats=g_batch_stats,
+        d_batch_stats=d_batch_stats,
     )
     metrics = {"d_loss": d_loss, "g_loss": g_loss, "d_real": d_real, "d_fake": d_fake}
     return new_state, metrics
 
 
+def step_key(state: GANState, stream: int) -> jax.Array:
+    """The key of step `state.step` in random stream `stream`."""
+    return jax.random.fold_in(jax.random.fold_in(state.key, stream), state.step)
+
+
 def step_noise(state: GANState, batch_size: int) -> tuple[jax.Array, jax.Array]:
     """The (z_d, z_g) noise of step `state.step`, each (batch_size, latent_dim)."""
-    key = jax.random.fold_in(jax.random.fold_in(state.key, NOISE_STREAM), state.step)
-    d_key, g_key = jax.random.split(key)
+    d_key, g_key = jax.random.split(step_key(state, NOISE_STREAM))
     shape = (batch_size, state.config.latent_dim)
     return jax.random.normal(d_key, shape), jax.random.normal(g_key, shape)
 
 
-def train_step_keyed(state: GANState, real: jax.Array) -> tuple[GANState, Metrics]:
-    """`train_step` with noise drawn from the state's key and step (`step_noise`)."""
+def step_labels(state: GANState, batch_size: int) -> tuple[jax.Array, jax.Array]:
+    """The digits (y_d, y_g) a conditional GAN asks of G at step `state.step`: each (batch_size,)
+    int32, uniform over the classes, drawn independently of everything else."""
+    d_key, g_key = jax.random.split(step_key(state, LABEL_STREAM))
+    draw = functools.partial(jax.random.randint, shape=(batch_size,), minval=0, maxval=state.config.num_classes)
+    return draw(d_key), draw(g_key)
+
+
+def step_penalty_eps(state: GANState, batch_size: int) -> jax.Array:
+    """wgan-gp's interpolation weights of step `state.step`: (batch_size,) uniform in [0, 1)."""
+    return jax.random.uniform(step_key(state, PENALTY_STREAM), (batch_size,))
+
+
+def step_extras(state: GANState, batch_size: int) -> dict[str, Any]:
+    """The step's random inputs besides the noise, as `train_step` keywords: fake_labels for a
+    conditional config, gp_eps for wgan-gp; {} for the seeds' recipes."""
+    extras: dict[str, Any] = {}
+    if state.config.conditional:
+        extras["fake_labels"] = step_labels(state, batch_size)
+    if state.config.loss == "wgan-gp":
+        extras["gp_eps"] = step_penalty_eps(state, batch_size)
+    return extras
+
+
+def train_step_keyed(state: GANState, real: jax.Array, labels: jax.Array | None = None) -> tuple[GANState, Metrics]:
+    """`train_step` with noise (and fake labels, penalty weights) drawn from the state's key and step."""
     z_d, z_g = step_noise(state, real.shape[0])
-    return train_step(state, real, z_d, z_g)
+    return train_step(state, real, z_d, z_g, labels, **step_extras(state, real.shape[0]))
 
 
 def epoch_batch_indices(key: jax.Array, epoch: jax.Array | int, num_examples: int, batch_size: int) -> jax.Array:
@@ -218,31 +307,46 @@ def steps_noise(state: GANState, num_steps: int, batch_size: int) -> tuple[jax.A
     return jax.vmap(lambda step: step_noise(state.replace(step=step), batch_size))(step_numbers)
 
 
-def train_steps(state: GANState, images: jax.Array, batch_indices: jax.Array) -> tuple[GANState, Metrics]:
+def steps_extras(state: GANState, num_steps: int, batch_size: int) -> dict[str, Any]:
+    """`step_extras` of the next num_steps steps, each leaf with a leading (num_steps,) axis."""
+    if not (state.config.conditional or state.config.loss == "wgan-gp"):
+        return {}  # nothing to draw (step_extras' {}), and nothing added to the seeds' computation
+    step_numbers = state.step + jnp.arange(num_steps, dtype=state.step.dtype)
+    return jax.vmap(lambda step: step_extras(state.replace(step=step), batch_size))(step_numbers)
+
+
+def train_steps(
+    state: GANState, images: jax.Array, batch_indices: jax.Array, labels: jax.Array | None = None
+) -> tuple[GANState, Metrics]:
     """Run `train_step_keyed` over each row of batch_indices in one `lax.scan`.
 
-    images: (N, 28, 28, 1) device-resident dataset; batch_indices: (steps, B).
+    images: (N, 28, 28, 1) device-resident dataset; batch_indices: (steps, B); labels: the
+    dataset's (N,) digits, gathered with the same indices (conditional configs only).
     Returns the final state and metrics stacked over steps, each (steps,).
-    The noise of all the steps is drawn before the loop (`steps_noise`): bit for bit the
-    noise `train_step_keyed` draws, without a small RNG computation inside every step.
+    The noise of all the steps is drawn before the loop (`steps_noise`, `steps_extras`): bit
+    for bit the numbers `train_step_keyed` draws, without a small RNG computation inside every step.
     """
+    if state.config.conditional and labels is None:
+        raise ValueError("a conditional GAN trains on labelled images: pass the dataset's labels")
     z_d, z_g = steps_noise(state, *batch_indices.shape)
+    extras = steps_extras(state, *batch_indices.shape)
 
     def body(state, batch):
-        idx, z_d, z_g = batch
-        return train_step(state, images[idx], z_d, z_g)
+        idx, z_d, z_g, extras = batch
+        real_labels = None if labels is None else labels[idx]
+        return train_step(state, images[idx], z_d, z_g, real_labels, **extras)
 
-    return jax.lax.scan(body, state, (batch_indices, z_d, z_g))
+    return jax.lax.scan(body, state, (batch_indices, z_d, z_g, extras))
 
 
-def train_epoch(state: GANState, images: jax.Array) -> tuple[GANState, Metrics]:
+def train_epoch(state: GANState, images: jax.Array, labels: jax.Array | None = None) -> tuple[GANState, Metrics]:
     """Every step of one epoch in one call; the epoch is state.step // steps_per_epoch.
 
     Start from a state at an epoch boundary. Metrics are (steps_per_epoch,) arrays.
     """
     num_examples, batch_size = images.shape[0], state.config.batch_size
     epoch = state.step // (num_examples // batch_size)
-    return train_steps(state, images, epoch_batch_indices(state.key, epoch, num_examples, batch_size))
+    return train_steps(state, images, epoch_batch_indices(state.key, epoch, num_examples, batch_size), labels)
 
 
 # The loop ------------------------------------------------------------------------------------
@@ -266,30 +370,33 @@ def check_finite(metrics: dict, first_step: int, epoch: int) -> None:
                 raise Diverged(f"{name} is {metrics[name][i]} at step {first_step + i + 1} (epoch {epoch})")
 
 
-def run_epoch(state, images, indices, run_steps, *, epoch: int, chunk: int, bar) -> tuple[GANState, dict]:
+def run_epoch(state, data, indices, run_steps, *, epoch: int, chunk: int, bar) -> tuple[GANState, dict]:
     """Run one epoch's batches `indices` (steps, B) in jitted chunks of `chunk` steps.
+
+    data: `train_steps`' dataset arguments, (images,) or, for a conditional GAN, (images, labels).
 
     Returns the new state and the epoch means of METRIC_NAMES; raises Diverged at the
     first non-finite metric (checked per chunk) or parameter (checked at the end).
     """
     per_step = {name: [] for name in METRIC_NAMES}  # host arrays, one per chunk
     for first in range(0, len(indices), chunk):
-        state, metrics = run_steps(state, images, indices[first : first + chunk])
+        state, metrics = run_steps(state, data[0], indices[first : first + chunk], *data[1:])
         metrics = jax.device_get(metrics)  # the one host sync per chunk
         check_finite(metrics, int(state.step) - len(metrics["d_loss"]), epoch)
         for name in METRIC_NAMES:
             per_step[name].append(metrics[name])
         bar.update(len(metrics["d_loss"]))
         bar.set_postfix(d_loss=f"{metrics['d_loss'][-1]:.3f}", g_loss=f"{metrics['g_loss'][-1]:.3f}")
-    if not all_finite((state.g_params, state.d_params)):
+    if not all_finite((state.g_params, state.d_params, state.g_batch_stats, state.d_batch_stats)):
         raise Diverged(f"the parameters are not finite after epoch {epoch}")
     # Means over the epoch's steps in one fixed order: the same for any chunk size.
     return state, {name: float(np.mean(np.concatenate(per_step[name]), dtype=np.float64)) for name in METRIC_NAMES}
 
 
-def sampling_grid_noise(state: GANState) -> jax.Array:
-    """The run's fixed sample-grid noise (grid_size**2, latent_dim): `sampling.noise` of its key."""
-    return sampling.noise(state.key, state.config.grid_size**2, state.config.latent_dim)
+def sampling_grid_noise(state: GANState) -> tuple[jax.Array, jax.Array | None]:
+    """The run's fixed sample-grid inputs (`sampling.grid_inputs` of its key): noise (n, latent_dim)
+    and, for a conditional GAN, the digits (n,), one row per digit."""
+    return sampling.grid_inputs(state.config, state.key)
 
 
 def format_epoch_line(row: dict, epochs: int) -> str:
@@ -302,9 +409,10 @@ def format_epoch_line(row: dict, epochs: int) -> str:
 
 def format_quality_line(row: dict) -> str:
     """The log line of an epoch's sample-quality metrics."""
+    conditional = f"  conditional accuracy {row['cond_acc']:.3f}" if "cond_acc" in row else ""
     return (
         f"  quality: FD@{row['fd_n']} {row['fd']:.2f}  score {row['score']:.2f}  "
-        f"coverage KL {row['coverage_kl']:.3f}  max-prob {row['max_prob']:.3f}"
+        f"coverage KL {row['coverage_kl']:.3f}  max-prob {row['max_prob']:.3f}{conditional}"
     )
 
 
@@ -322,6 +430,8 @@ def load_checked(config: Config, placement: parallel.Placement, log: Callable[[s
     train): the one place the batch size is checked against the data and the devices."""
     dataset = (load_dataset or data_lib.load)(config.dataset, config.data_dir, notify=log)
     placement.check_batch_size(config.batch_size)
+    if config.conditional:
+        data_lib.check_labels(dataset, config.num_classes)
     if config.batch_size > len(dataset.images):
         raise data_lib.DataError(
             f"batch_size {config.batch_size} is larger than the {len(dataset.images):,} images of {dataset.name}"
@@ -423,10 +533,6 @@ def _train_and_evaluate(
     config: Config, run: rundir.RunDir, *, resume, explicit, load_dataset, progress, log, evaluator
 ):
     """`train_and_evaluate` in `run`."""
-    if (config.arch, config.conditional, config.loss) != ("mlp", False, "bce"):
-        # The networks, losses and their torch mirrors exist (jaxgan.models, jaxgan.losses); the
-        # train step does not use them yet.
-        raise UserError("training dcgan, conditional or non-bce-loss configs is not implemented yet")
     placement = parallel.Placement(config.data_parallel)
     primary = parallel.is_primary()  # only process 0 writes files and logs
     log = (log or (lambda msg: tqdm.write(msg, file=sys.stdout))) if primary else (lambda msg: None)
@@ -448,11 +554,13 @@ def _train_and_evaluate(
             run.clear_outputs()
         run.begin(config, dataset.name, dataset.description, history)
     images = placement.replicate(dataset.images)  # (N, 28, 28, 1), stays on the device(s)
+    data = (images, placement.replicate(dataset.labels)) if config.conditional else (images,)  # labels (N,)
     state = placement.replicate(start.state.replace(config=config))
     batch_size = config.batch_size
     steps_per_epoch = num_examples // batch_size
-    run_steps, batch_indices = placement.jit_train_steps(train_steps), placement.jit_batch_indices(epoch_batch_indices)
-    grid_noise = sampling_grid_noise(state)
+    run_steps = placement.jit_train_steps(train_steps, with_labels=config.conditional)
+    batch_indices = placement.jit_batch_indices(epoch_batch_indices)
+    grid_noise, grid_labels = sampling_grid_noise(state)
     resumed = f", resuming after epoch {start.epoch}" if start.epoch else ""
     log(f"jaxgan: preset {config.preset}, {dataset.description or dataset.name} ({plural(num_examples, 'image')}), "
         f"batch {batch_size}, {steps_per_epoch} steps/epoch, {plural(config.epochs, 'epoch')}{resumed} on "
@@ -465,7 +573,7 @@ def _train_and_evaluate(
             with tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", unit="step", leave=False,
                       disable=not (progress and primary)) as bar:  # fmt: skip
                 try:
-                    state, means = run_epoch(state, images, indices, run_steps, epoch=epoch, chunk=min(config.log_every, steps_per_epoch), bar=bar)  # fmt: skip
+                    state, means = run_epoch(state, data, indices, run_steps, epoch=epoch, chunk=min(config.log_every, steps_per_epoch), bar=bar)  # fmt: skip
                 except Diverged as err:
                     saver.wait()
                     raise Diverged(f"training diverged: {err}; {kept_checkpoint(saver, last_saved)}. Try a smaller --lr") from None  # fmt: skip
@@ -474,14 +582,16 @@ def _train_and_evaluate(
                    "images_per_s": round(steps_per_epoch * batch_size / seconds, 1)}  # fmt: skip
             if config.eval_every and due(config.eval_every, epoch, config.epochs):
                 evaluator = evaluator or _evaluator(dataset.name, config, log)
-                row.update(evaluator.generator(config, sampling_params(state), config.seed))
+                row.update(
+                    evaluator.generator(config, sampling_params(state), config.seed, batch_stats=state.g_batch_stats)
+                )
                 log(format_quality_line(row))
             history.append(row)
             if primary:
                 run.append(row)
             log(format_epoch_line(row, config.epochs))
             if due(config.sample_every, epoch, config.epochs):
-                grid = np.asarray(sampling.generate(config, sampling_params(state), grid_noise))  # every process
+                grid = np.asarray(sampling.generate(config, sampling_params(state), grid_noise, grid_labels, state.g_batch_stats))  # every process  # fmt: skip
                 if primary:
                     run.save_grid(grid, epoch, config.grid_size)
             saver.check()  # a save that failed in the background stops the run now
@@ -537,7 +647,7 @@ def _quality_table(config: Config, final: dict, evaluator) -> str:
     return metrics.format_table(
         [
             (f"epoch {final['epoch']} ({weights})", final),
-            ("ceiling (real)", evaluator.ceiling(config.seed)),
+            ("ceiling (real)", evaluator.ceiling(config.seed, conditional=config.conditional)),
             ("floor (untrained)", evaluator.floor(config, config.seed)),
         ]
     )
