@@ -161,7 +161,7 @@ class Config:
         steps_per_epoch = num_examples // self.batch_size
         epochs = self.resolved(num_examples).epochs
         if self.epochs is not None:
-            return f"{epochs:,} epochs of {dataset} ({num_examples:,} images) = {epochs * steps_per_epoch:,} steps"
+            return f"{epochs:,} epoch{'' if epochs == 1 else 's'} of {dataset} ({num_examples:,} images) = {epochs * steps_per_epoch:,} steps"
         seed_steps = self.seed_steps()
         equals = "=" if epochs * steps_per_epoch == seed_steps else "rounded up to"
         return (
@@ -321,7 +321,7 @@ PRESETS: dict[str, Config] = {
         batch_size=128,
         seed_epochs=50,
     ),
-    # Not a seed: a small CPU config for tests and smoke runs (the steps of 2 MNIST epochs; tests give --epochs).
+    # Not a seed: a few-second CPU config for tests and smoke runs (2 epochs of any dataset).
     "tiny": Config(
         preset="tiny",
         latent_dim=16,

@@ -80,7 +80,7 @@ def test_new_presets_are_their_recipes():
     assert preset("cgan-small") == preset("small").replace(preset="cgan-small", conditional=True)
     dcgan = preset("dcgan")
     assert (dcgan.arch, dcgan.latent_dim, dcgan.g_features, dcgan.d_features) == ("dcgan", 100, 64, 64)
-    assert (dcgan.batch_size, dcgan.lr, dcgan.beta1, dcgan.beta2, dcgan.epochs) == (64, 2e-4, 0.5, 0.999, 25)
+    assert (dcgan.batch_size, dcgan.lr, dcgan.beta1, dcgan.beta2, dcgan.seed_epochs) == (64, 2e-4, 0.5, 0.999, 25)
     assert (dcgan.g_activation, dcgan.d_activation, dcgan.leaky_slope, dcgan.loss) == ("relu", "leaky_relu", 0.2, "bce")
     assert all((c.arch, c.conditional, c.loss) == ("mlp", False, "bce") for c in map(preset, SEED_RECIPES))
 
