@@ -172,8 +172,10 @@ def _show(value: Any) -> str:
 
 
 def _first_line(err: BaseException) -> str:
+    """`Type: first line` of `err`, without the tensorstore spec (a page of JSON) tensorstore appends."""
     text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+    line = text[0].split(" [tensorstore_spec=")[0] if text else ""
+    return f"{type(err).__name__}: {line}".rstrip(": ")
 
 
 def _dotted(path) -> str:
