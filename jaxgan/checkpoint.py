@@ -18,9 +18,10 @@ The step directory is created before `save` returns, so a directory that cannot 
 fails at once (`SaveError`, one line naming the path and the OS error), and a write that
 fails in the background (a full disk) is reported at the next `check`, `save` or `wait`.
 Orbax's own log records and the tracebacks its I/O threads leave after a failed read are
-silenced: the one-line errors here say what went wrong. Nothing here unpickles anything. `restore_or_init` is the one place a run's start is
-decided: it reads a checkpoint's config, merges the command line into it, and deletes old
-checkpoints on --no-resume (after everything else was checked).
+silenced: the one-line errors here say what went wrong. Nothing here unpickles anything.
+`restore_or_init` is the one place a run's start is decided: it reads a checkpoint's config,
+checks it belongs to the run, merges the command line into it, and deletes old checkpoints on
+--no-resume (after everything else was checked).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def _os_error(err: BaseException) -> str:
     if code:
         paths = re.findall(r'"(/[^"]*)"', text[: code.start()])
         return f"[Errno {code[1]}] {os.strerror(int(code[1]))}" + (f": {paths[-1]!r}" if paths else "")
-    return text.split(" [tensorstore_spec=")[0]
+    return text
 
 
 class _QuietOrbax(logging.Filter):
@@ -172,8 +173,10 @@ def _show(value: Any) -> str:
 
 
 def _first_line(err: BaseException) -> str:
+    """`Type: first line` of `err`, without the tensorstore spec (a page of JSON) tensorstore appends."""
     text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+    line = text[0].split(" [tensorstore_spec=")[0] if text else ""
+    return f"{type(err).__name__}: {line}".rstrip(": ")
 
 
 def _dotted(path) -> str:
