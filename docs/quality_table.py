@@ -2,19 +2,23 @@
 
     python docs/quality_table.py                       # small and deep, seeds 0 1 2, default epochs
     python docs/quality_table.py --presets small --seeds 0 1 --epochs 5 --out /tmp/q   # a quick look
+    python docs/quality_table.py --presets small --dataset /usr/share/datasets/fashion-mnist --name quality_fashion
 
-For each preset and seed it trains the preset's default recipe on mnist-5k twice, with
+For each preset and seed it trains the preset's default recipe on `--dataset` (default mnist-5k;
+an IDX directory's classifier trains on its train split and measures on its t10k files) twice, with
 --ema-decay 0.99 and 0.999 (EMA only watches the generator: both runs train the very same
 G and D, which this script checks), and measures with `jaxgan.metrics` (N = 1000):
 the raw generator, each EMA, the untrained generator (floor) and real training images
 (ceiling). Rows are mean ± std over seeds. Writes OUT/NAME.md, OUT/NAME.json
-and, for the first seed, 8x8 sample grids of the raw and EMA 0.99 generators.
+and, for the first seed, 8x8 sample grids of the raw and EMA generators (quality_PRESET_raw.png,
+quality_PRESET_emaD.png; quality_DIRNAME_PRESET_... for a dataset other than mnist-5k).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -50,6 +54,7 @@ def main() -> None:
     parser.add_argument(
         "--epochs", type=int, default=None, help="override every preset's epochs (default: its seed step budget)"
     )
+    parser.add_argument("--dataset", default="mnist-5k", help="mnist-5k (default) or a directory of IDX files")
     parser.add_argument("--runs", default="runs/quality", help="where the training runs go")
     parser.add_argument("--out", default=str(ROOT / "docs"), help="where the table, JSON and grids go")
     parser.add_argument("--name", default="quality_table", help="file name stem of the table and JSON")
@@ -57,16 +62,24 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    evaluator = metrics.Evaluator.for_dataset(data_lib.MNIST_5K)
-    dataset = data_lib.load(data_lib.MNIST_5K)
+    dataset = data_lib.load(args.dataset)
+    evaluator = metrics.Evaluator.for_dataset(dataset.name)
+    grid_stem = "quality" if dataset.name == data_lib.MNIST_5K else f"quality_{Path(dataset.name).name}"
     accuracy = evaluator.classifier.info["test_accuracy"]
-    print(f"classifier test accuracy {accuracy:.2%}", flush=True)
-    results: dict = {"classifier": evaluator.classifier.info, "fd_n": evaluator.n, "runs": []}
+    print(f"{dataset.description}: classifier test accuracy {accuracy:.2%}", flush=True)
+    results: dict = {
+        "command": "python docs/quality_table.py " + " ".join(sys.argv[1:]),
+        "dataset": dataset.name,
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
+        "classifier": evaluator.classifier.info,
+        "fd_n": evaluator.n,
+        "runs": [],
+    }
     started = time.time()
     lines = []
     ceilings = [evaluator.ceiling(seed) for seed in args.seeds]
     for name in args.presets:
-        base = preset(name).replace(dataset=data_lib.MNIST_5K, eval_every=0, checkpoint_every=10**6)
+        base = preset(name).replace(dataset=dataset.name, eval_every=0, checkpoint_every=10**6)
         if args.epochs is not None:
             base = base.replace(epochs=args.epochs)
         per_row: dict[str, list[dict]] = {"raw": [], "floor": []}
@@ -98,7 +111,7 @@ def main() -> None:
                         grid_noise = sampling.noise(state.key, 64, state.config.latent_dim)
                         for label, params in (("raw", state.g_params), (f"ema{decay}", state.g_ema_params)):
                             images = np.asarray(models.generate(config, params, grid_noise))
-                            visualize.save_grid(images, out / f"quality_{name}_{label}.png", 8)
+                            visualize.save_grid(images, out / f"{grid_stem}_{name}_{label}.png", 8)
                 else:  # EMA only watches: the raw generator is the same whatever the decay
                     same = all(
                         np.array_equal(a, b)
@@ -122,6 +135,7 @@ def main() -> None:
         lines.append(table_row(f"`{name}` untrained (floor)", "0", per_row["floor"]))
         results[name] = per_row
     results["ceiling"] = ceilings
+    results["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     header = [
         f"FD@{evaluator.n} (lower is better), classifier score (max 10), coverage KL to uniform (0 = all digits "
         f"equally often, 2.303 = one digit), mean max-probability; mean ± std over seeds {args.seeds}; "

@@ -118,3 +118,44 @@ def test_seeds_dataset_transform_equals_jaxgans_scaling(mnist_5k):
     image, label = dataset[3]
     assert image.shape == (1, 28, 28) and image.dtype == torch.float32 and label == labels[3]
     np.testing.assert_array_equal(image.numpy()[0], mnist_5k.images[3, ..., 0])
+
+
+def write_idx_dir(directory, pixels: np.ndarray, labels: np.ndarray) -> None:
+    """train-images-idx3-ubyte and train-labels-idx1-ubyte of uint8 pixels (N, 28, 28, 1) and labels (N,)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, array in (("train-images-idx3-ubyte", pixels[..., 0]), ("train-labels-idx1-ubyte", labels)):
+        header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+        (directory / name).write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.mark.slow  # two fresh interpreters import jax and torch
+def test_full_scale_quick_run_on_an_idx_directory(tmp_path, capsys):
+    from benchmarks import full_scale
+
+    pixels, labels = data_lib.load_mnist_5k()
+    write_idx_dir(tmp_path / "idx", pixels[:200], labels[:200])
+    assert full_scale.main(["--quick", "--dataset", str(tmp_path / "idx"), "--out", str(tmp_path / "out")]) == 0
+    (json_path,) = (tmp_path / "out").glob("full-scale-*.json")
+    result = json.loads(json_path.read_text())
+    assert result["examples"] == 200 and result["command"].startswith("python -m benchmarks.full_scale --quick")
+    epoch = result["epoch"]
+    assert math.isfinite(epoch["ratio"]) and epoch["ratio"] > 0
+    assert epoch["jax_steps"] == 200 // 32 and epoch["torch_steps"] == math.ceil(200 / 32)
+    for kind, child in result["startup"].items():
+        marks = list(child["marks"].values())
+        assert marks == sorted(marks) and marks[0] >= 0, (kind, child["marks"])  # phases in order, from spawn
+        assert child["peak_rss_bytes"] > 0 and child["process_wall_s"] >= marks[-1]
+        assert child["chunk"] == 200 // 32  # log_every is longer than this epoch
+    jx, pt = result["startup"]["jax"], result["startup"]["torch"]
+    assert jx["device_live_bytes"] >= jx["images_bytes"] == 200 * 28 * 28 * 4
+    assert pt["time_to_first_step_s"] <= pt["time_to_first_chunk_s"]
+    table = capsys.readouterr().out
+    assert "| jaxgan |" in table and "| the seeds |" in table
+
+
+def test_full_scale_refuses_a_dataset_that_is_not_a_directory(tmp_path, capsys):
+    from benchmarks import full_scale
+
+    with pytest.raises(SystemExit) as exc:
+        full_scale.parse_args(["--dataset", str(tmp_path / "missing")])
+    assert exc.value.code == 2 and "not a directory" in capsys.readouterr().err
