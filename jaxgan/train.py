@@ -46,7 +46,7 @@ from jaxgan.cli import UserError
 from jaxgan.config import Config
 from jaxgan.losses import bce_with_logits
 from jaxgan.models import discriminate, generate, init_params
-from jaxgan.optim import torch_adam
+from jaxgan.optim import AdamHyper, torch_adam
 
 Params = Any
 Metrics = dict[str, jax.Array]
@@ -67,6 +67,9 @@ class GANState:
     g_ema_params: the exponential moving average of g_params (`ema_update`), or None
         when config.ema_decay is 0: then the pytree is exactly the one without EMA.
     config: static (not traced); changing it means a new compilation.
+    adam: None (every single run): Adam's lr and beta1 are config's, compiled in. A group of
+        runs sweeping them (`jaxgan.multirun`) holds them here as traced arrays instead
+        (`optim.AdamHyper`), so one compilation serves the whole grid; never checkpointed.
     """
 
     step: jax.Array
@@ -77,11 +80,15 @@ class GANState:
     key: jax.Array
     g_ema_params: Params | None
     config: Config = flax.struct.field(pytree_node=False)
+    adam: AdamHyper | None = None
 
 
-def optimizer(config: Config) -> optax.GradientTransformation:
+def optimizer(config: Config, adam: AdamHyper | None = None) -> optax.GradientTransformation:
     """torch.optim.Adam(lr, betas=(beta1, beta2), eps=1e-8), the same for G and D, with
-    PyTorch's rounding (`jaxgan.optim.torch_adam`; optax.adam's state layout)."""
+    PyTorch's rounding (`jaxgan.optim.torch_adam`; optax.adam's state layout).
+    lr and beta1 are config's, or `adam`'s traced values when given (a sweep)."""
+    if adam is not None:
+        return torch_adam(adam.lr, b1=adam.beta1, b2=config.beta2, eps=1e-8)
     return torch_adam(config.lr, b1=config.beta1, b2=config.beta2, eps=1e-8)
 
 
@@ -148,7 +155,7 @@ def train_step(state: GANState, real: jax.Array, z_d: jax.Array, z_g: jax.Array)
     d_fake (mean D(G(z_d)), before the D update).
     """
     config = state.config
-    tx = optimizer(config)
+    tx = optimizer(config, state.adam)
 
     # (1) Update D on real and fake images; stop_gradient is the seeds' fake.detach().
     fake = jax.lax.stop_gradient(generate(config, state.g_params, z_d))
