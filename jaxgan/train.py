@@ -335,6 +335,14 @@ def load_checked(config: Config, placement: parallel.Placement, log: Callable[[s
     return dataset
 
 
+def check_trainable(config: Config) -> None:
+    """UserError unless the train step can train `config`."""
+    if (config.arch, config.conditional, config.loss) != ("mlp", False, "bce"):
+        # The networks, losses and their torch mirrors exist (jaxgan.models, jaxgan.losses); the
+        # train step does not use them yet.
+        raise UserError("training dcgan, conditional or non-bce-loss configs is not implemented yet")
+
+
 def train_and_evaluate(
     config: Config,
     workdir: str | Path,
@@ -357,10 +365,7 @@ def train_and_evaluate(
     metrics of `jaxgan.metrics` join the rows of every eval_every-th and the last epoch.
     Returns the final state and the per-epoch metric rows (also in metrics.jsonl).
     """
-    if (config.arch, config.conditional, config.loss) != ("mlp", False, "bce"):
-        # The networks, losses and their torch mirrors exist (jaxgan.models, jaxgan.losses); the
-        # train step does not use them yet.
-        raise UserError("training dcgan, conditional or non-bce-loss configs is not implemented yet")
+    check_trainable(config)
     placement = parallel.Placement(config.data_parallel)
     primary = parallel.is_primary()  # only process 0 writes files and logs
     log = (log or (lambda msg: tqdm.write(msg, file=sys.stdout))) if primary else (lambda msg: None)
