@@ -202,6 +202,11 @@ def members_finite(group: train.GANState) -> jax.Array:
     return jax.vmap(lambda s: train.all_finite((s.g_params, s.d_params)))(group)
 
 
+def devices_for(num_runs: int, num_devices: int) -> int:
+    """How many devices K runs are spread over: the most (up to num_devices) that divide K."""
+    return max(n for n in range(1, num_devices + 1) if num_runs % n == 0)
+
+
 class RunPlacement:
     """Where a group's arrays live: one device, or a mesh over the largest number of local
     devices that divides K, the state and batch indices split along the run axis, the images
@@ -209,7 +214,7 @@ class RunPlacement:
 
     def __init__(self, num_runs: int, devices: list[jax.Device] | None = None):
         devices = list(jax.local_devices() if devices is None else devices)
-        self.num_devices = max(n for n in range(1, len(devices) + 1) if num_runs % n == 0)
+        self.num_devices = devices_for(num_runs, len(devices))
         self.num_runs = num_runs
         self.mesh = Mesh(np.array(devices[: self.num_devices]), (AXIS,)) if self.num_devices > 1 else None
         if self.mesh is not None:
@@ -409,6 +414,7 @@ def open_group(group_dir: GroupDir, config: Config, lists: dict[str, tuple], res
     """The group to train: a new one from `config` and `lists`, or the one in group.json with the
     `explicit` fields of `config` applied (CheckpointError when one may not change, or when the
     lists differ from the group's)."""
+    explicit_given = explicit is not None  # None: every field of config, but the lists only from `lists`
     explicit = frozenset(f.name for f in dataclasses.fields(Config)) if explicit is None else explicit
     given = {name: tuple(lists[name]) if name in lists else (getattr(config, name),) for name in SWEPT}
     if resume is False or not is_group(group_dir.workdir):
@@ -417,7 +423,8 @@ def open_group(group_dir: GroupDir, config: Config, lists: dict[str, tuple], res
         return Group(group_dir, config, given, {})
     saved = group_dir.read()
     template = checkpoint.merge_config(saved["config"], config, explicit - set(SWEPT))
-    wanted = {name: given[name] if name in explicit else saved["lists"][name] for name in SWEPT}
+    asked = set(lists) | (explicit & set(SWEPT) if explicit_given else set())
+    wanted = {name: given[name] if name in asked else saved["lists"][name] for name in SWEPT}
     if wanted != saved["lists"]:
         raise CheckpointError(
             f"the runs asked for ({show_lists(wanted)}) are not the group's in {group_dir.workdir} "
@@ -480,10 +487,6 @@ def _train_together(group: Group, resume, load_dataset, progress, log, evaluator
         log(f"{group.dir.workdir} has already trained {train.plural(epoch0, 'epoch')} (--epochs {template.epochs}): "
             "nothing to do; raise --epochs to train longer")  # fmt: skip
         return GroupResult(members, [None] * num_runs, histories, group.frozen)
-    for k in sorted(active):
-        if epoch0 == 0:
-            runs[k].clear_outputs()
-        runs[k].begin(configs[k], dataset.name, dataset.description, histories[k])
     # A frozen member keeps a lane (a fresh state nobody reads): the program stays the one it was.
     states = [starts[k].state if k in active else train.create_state(configs[k], configs[k].seed)
               for k in range(num_runs)]  # fmt: skip
@@ -494,6 +497,10 @@ def _train_together(group: Group, resume, load_dataset, progress, log, evaluator
     run_steps, batch_indices = placement.jit_steps(), placement.jit_batch_indices()
     images = placement.replicate(dataset.images)  # (N, 28, 28, 1), on every device
     check_memory(run_steps, state, images, chunk, batch_size, placement)
+    for k in sorted(active):  # only now that the group fits: the runs' files
+        if epoch0 == 0:
+            runs[k].clear_outputs()
+        runs[k].begin(configs[k], dataset.name, dataset.description, histories[k])
     state = placement.split(state)
     grid_noise = placement.split(np.stack([train.sampling_grid_noise(s) for s in states]))  # (K, grid**2, latent)
     swept = ", ".join(f"{n} {','.join(map(str, v))}" for n, v in group.lists.items() if len(v) > 1)
