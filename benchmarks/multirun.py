@@ -9,7 +9,9 @@ For each preset and batch size, timed round-robin in one run (`timing.time_inter
   faster is the baseline).
 Reported per run: images/s of one run inside the group, and the ratios vmap K / jax single
 (above 1: the group beats K sequential jaxgan runs) and vmap K / torch eager. Also each
-program's compile time (first call) and XLA's buffers (arguments + outputs + temporaries).
+program's compile time (trace + lower + compile; K single runs compile K times, since the
+seed is part of a single run's static config) and XLA's buffers (arguments + outputs +
+temporaries - donated, without the resident images).
 
 Writes benchmarks/results/multirun_<device>.json and prints a markdown table. `--quick`: a
 seconds-long smoke run (tiny preset, B=32, K = 1, 2).
@@ -30,7 +32,7 @@ import numpy as np
 import torch
 
 from benchmarks import jax_bench, torch_bench
-from benchmarks.timing import Call, cpu_model, load_average, time_first_call, time_interleaved
+from benchmarks.timing import Call, cpu_model, load_average, time_interleaved
 from jaxgan import data as data_lib
 from jaxgan import multirun, train
 from jaxgan.config import preset
@@ -70,13 +72,17 @@ def steps_per_call(batch_size: int, quick: bool) -> int:
     return 4 if quick else max(4, min(50, 3200 // batch_size))
 
 
-def xla_megabytes(jitted, *args) -> float:
-    """XLA's buffers of a compiled call (arguments + outputs + temporaries - donated), in MiB."""
-    stats = jitted.lower(*args).compile().memory_analysis()
+def compile_stats(jitted, state, images, indices) -> tuple[float, float]:
+    """(seconds to trace, lower and compile `jitted` at these arguments; XLA's buffers of the call in
+    MiB: arguments + outputs + temporaries - donated, without the resident images). The first call
+    afterwards finds the executable in jax's cache."""
+    started = time.perf_counter()
+    stats = jitted.lower(state, images, indices).compile().memory_analysis()
+    seconds = time.perf_counter() - started
     if stats is None:
-        return float("nan")
+        return seconds, float("nan")
     total = stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
-    return (total - stats.alias_size_in_bytes) / 2**20
+    return seconds, (total - stats.alias_size_in_bytes - images.nbytes) / 2**20
 
 
 def prepare_group(config, images, num_runs: int, steps: int) -> tuple[Call, float, float]:
@@ -87,14 +93,13 @@ def prepare_group(config, images, num_runs: int, steps: int) -> tuple[Call, floa
     indices = multirun.group_batch_indices(keys, 0, images.shape[0], config.batch_size)  # (K, steps/epoch, B)
     indices = jax.numpy.resize(indices, (num_runs, steps, config.batch_size))
     run = jax.jit(multirun.group_steps, donate_argnums=0)
-    megabytes = xla_megabytes(run, state, images, indices)
+    compile_s, megabytes = compile_stats(run, state, images, indices)
     holder = {"state": state}
 
     def call():
         holder["state"], metrics = run(holder["state"], images, indices)
         return metrics
 
-    compile_s, _ = time_first_call(call, jax.block_until_ready)
     return Call(call, jax.block_until_ready, per=steps), compile_s, megabytes
 
 
@@ -104,14 +109,13 @@ def prepare_single(config, images, steps: int) -> tuple[Call, float, float]:
     indices = train.epoch_batch_indices(state.key, 0, images.shape[0], config.batch_size)
     indices = jax.numpy.resize(indices, (steps, config.batch_size))
     run = jax.jit(train.train_steps, donate_argnums=0)
-    megabytes = xla_megabytes(run, state, images, indices)
+    compile_s, megabytes = compile_stats(run, state, images, indices)
     holder = {"state": state}
 
     def call():
         holder["state"], metrics = run(holder["state"], images, indices)
         return metrics
 
-    compile_s, _ = time_first_call(call, jax.block_until_ready)
     return Call(call, jax.block_until_ready, per=steps), compile_s, megabytes
 
 
@@ -149,7 +153,7 @@ def run_row(name: str, batch_size: int, images_np: np.ndarray, images, args) -> 
                 "vmap_vs_torch": torch_s / per_run_s,
                 "vmap_compile_s": compile_s,
                 "single_compile_s": single_compile_s,
-                "vmap_xla_mb": megabytes,
+                "vmap_xla_mb": megabytes,  # without the resident images
                 "single_xla_mb": single_mb,
             }
         )
