@@ -2,6 +2,7 @@
 
     python -m jaxgan.evaluate --workdir runs/small [--epoch N] [--num 1000] [--seed 0] [--no-ema] [--json]
     python -m jaxgan.evaluate --from-pt generator.pt [--dataset mnist-5k] ...   # torch_ref weights (jaxgan.convert)
+    python -m jaxgan.evaluate --workdir GROUP   # a group of runs (jaxgan.multirun): each run, mean ± std
 
 Reads the run's latest checkpoint (or `--epoch N`) read-only, generates `--num` images and
 prints the Frechet distance (FD@num), classifier score, coverage KL and mean max-probability
@@ -73,6 +74,68 @@ def evaluate(args: argparse.Namespace, log=None) -> dict:
     }
 
 
+def evaluate_group(args: argparse.Namespace, log=None) -> dict:
+    """The metrics of every run of a group (`jaxgan.multirun`) with a checkpoint, the mean and std
+    over its runs that were not frozen, and the ceiling and floor once."""
+    from jaxgan import checkpoint, metrics, multirun, sampling
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    group = multirun.GroupDir(args.workdir)
+    saved = group.read()
+    runs, evaluator, config = {}, None, None
+    for member in multirun.members_of(saved["config"], saved["lists"]):
+        workdir = group.run(member).workdir
+        if not checkpoint.epochs_in(workdir):
+            continue
+        config, g_params, weights, restored = sampling.load_generator(workdir, None, args.epoch, ema=not args.no_ema)
+        if evaluator is None:
+            evaluator = metrics.Evaluator.for_dataset(restored.dataset, n=args.num or metrics.FD_N, log=log)
+            dataset = restored.dataset
+        runs[member.name] = {
+            "epoch": restored.epoch,
+            "step": int(restored.state.step),
+            "generator_weights": weights,
+            "frozen": saved["frozen"].get(member.name),
+            "generator": evaluator.generator(config, g_params, args.seed),
+        }
+    if evaluator is None:
+        raise UsageError(f"no run of the group in {args.workdir} has a checkpoint yet")
+    good = [run["generator"] for run in runs.values() if not run["frozen"]]
+    stats = {key: multirun.mean_std([m[key] for m in good]) for key in metrics.METRIC_KEYS} if good else {}
+    return {
+        "workdir": str(args.workdir),
+        "dataset": dataset,
+        "classifier_test_accuracy": evaluator.classifier.info["test_accuracy"],
+        "runs": runs,
+        "mean": {key: s[0] for key, s in stats.items()},
+        "std": {key: s[1] for key, s in stats.items()},
+        "ceiling": evaluator.ceiling(args.seed),
+        "floor": evaluator.floor(config, args.seed),
+    }
+
+
+def print_group(result: dict) -> None:
+    from jaxgan import metrics
+
+    good = sum(1 for run in result["runs"].values() if not run["frozen"])
+    print(
+        f"{result['workdir']}: {len(result['runs'])} runs, {result['dataset']}; "
+        f"classifier test accuracy {result['classifier_test_accuracy']:.2%}"
+    )
+    rows = [
+        (f"{name} ({'frozen, ' if run['frozen'] else ''}epoch {run['epoch']})", run["generator"])
+        for name, run in result["runs"].items()
+    ]
+    print(metrics.format_table([*rows, ("ceiling (real)", result["ceiling"]), ("floor (untrained)", result["floor"])]))
+    if result["mean"]:
+        mean, std = result["mean"], result["std"]
+        pm = lambda key, spec: format(mean[key], spec) + ("" if std[key] is None else f" ± {std[key]:{spec}}")  # noqa: E731
+        print(
+            f"mean ± std over {good} run(s): FD {pm('fd', '.2f')}  score {pm('score', '.2f')}  "
+            f"coverage KL {pm('coverage_kl', '.3f')}  max-prob {pm('max_prob', '.3f')}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m jaxgan.evaluate`; returns the exit status."""
 
@@ -87,8 +150,15 @@ def main(argv: list[str] | None = None) -> int:
                 check_seed(args.seed, "--seed")
             except ValueError as err:
                 raise UsageError(str(err)) from None
-            from jaxgan import metrics, sampling
+            from jaxgan import metrics, multirun, sampling
 
+            if args.workdir is not None and multirun.is_group(args.workdir):
+                result = evaluate_group(args)
+                if args.json:
+                    print(json.dumps(result))
+                else:
+                    print_group(result)
+                return
             sampling.check_source(args.workdir, args.from_pt)
             result = evaluate(args)
         if args.json:

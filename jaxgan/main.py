@@ -1,9 +1,11 @@
 """`python -m jaxgan.train` (also `jaxgan-train`, `python -m jaxgan`): flags -> Config -> training.
 
 Thin by design: the flags are generated from `Config`'s fields (each field's help text is
-its flag's help), and all the work is `train.train_and_evaluate`. Exit status: 0 done;
-2 bad input (one line on stderr); 1 training diverged; 130 / 143 a SIGINT / SIGTERM stopped
-it (after saving a checkpoint once training had begun).
+its flag's help), and all the work is `train.train_and_evaluate`; or, given lists (`--seeds 0-7`,
+`--lr 1e-4,2e-4`, `--beta1 0.5,0.9`) or a group's workdir, `multirun.train_group`. Exit status:
+0 done (a group: at least one run finished); 2 bad input (one line on stderr); 1 training
+diverged (a group: every run); 130 / 143 a SIGINT / SIGTERM stopped it (after saving a
+checkpoint once training had begun).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from jaxgan import config as config_lib
 
 PROG = "python -m jaxgan.train"
 DEFAULT_PRESET = "small"
+SWEEPABLE = ("lr", "beta1")  # config fields that take a list: one run per value (jaxgan.multirun)
+LISTS = "only --seeds, --lr and --beta1 take lists, one run per value"
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -28,13 +32,51 @@ def _widths(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 256,512, got {text!r}") from None
 
 
+def _seeds(text: str) -> tuple[int, ...]:
+    """'0,1,2,3', '0-7' or '0-3,8' -> the seeds (non-negative integers), in order."""
+    seeds = []
+    try:
+        for part in text.split(","):
+            first, dash, last = part.strip().partition("-")
+            start, stop = int(first), int(last) if dash else int(first)
+            if start < 0 or stop < start:
+                raise ValueError
+            seeds.extend(range(start, stop + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seeds like 0,1,2 or 0-7, got {text!r}") from None
+    return tuple(seeds)
+
+
+def _one_value(kind):
+    """int or float, with a clear word for a list where one value is meant."""
+
+    def parse(text: str):
+        if "," in text:
+            raise argparse.ArgumentTypeError(f"takes one value for every run, got {text!r} ({LISTS})")
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
+
+    return parse
+
+
+def _float_list(text: str) -> float | tuple[float, ...]:
+    """'2e-4' -> 2e-4; '1e-4,2e-4' -> a list: one run per value."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or a list like 1e-4,2e-4, got {text!r}") from None
+    return values if "," in text else values[0]
+
+
 def _flag_type(hint):
     if hint == tuple[int, ...]:
         return _widths
     optional = [t for t in typing.get_args(hint) if t is not type(None)]  # `int | None` -> int (None: automatic)
     hint = optional[0] if len(optional) == 1 else hint
-    if hint in (int, float, str):
-        return hint
+    if hint in (int, float):
+        return _one_value(hint)
     return str
 
 
@@ -61,6 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
         "deleting its checkpoints, metrics and samples; neither: resume when there is a checkpoint, else start afresh",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    group = parser.add_argument_group(
+        "many runs in one program (jaxgan.multirun; docs/multirun.md)",
+        "--seeds, and --lr / --beta1 given as lists, train one run per combination, each in WORKDIR/NAME/. "
+        "Run the same command, or --workdir WORKDIR alone, to continue the group.",
+    )
+    group.add_argument("--seeds", type=_seeds, default=None, help="one run per seed: 0,1,2,3 or 0-7 or 0-3,8")
+    group.add_argument(
+        "--group-mode",
+        choices=multirun_modes(),
+        default=None,
+        help="vmap: every run in one vmapped program (default); sequential: one after another",
+    )
     hosts = parser.add_argument_group(
         "several processes or hosts (jax.distributed; use with --data-parallel)",
         "Any of these calls jax.distributed.initialize before training. Unset values come from "
@@ -85,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
         help_text = f"{field.metadata['help']} (default: {_show(getattr(defaults, field.name))}){mark}"
         if hints[field.name] is bool:
             kind = {"action": argparse.BooleanOptionalAction}
+        elif field.name in SWEEPABLE:
+            kind = {"type": _float_list}
+            help_text += "; a list (e.g. 1e-4,2e-4) trains one run per value"
         else:
             kind = {"type": _flag_type(hints[field.name])}
         fields.add_argument(flag, dest=field.name, default=None, help=help_text.replace("%", "%%"), **kind)
@@ -128,20 +185,42 @@ def explicit_overrides(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
+def multirun_modes() -> tuple[str, ...]:
+    return ("vmap", "sequential")  # jaxgan.multirun.MODES (not imported here: it imports jax)
+
+
 def parse(argv: list[str] | None = None) -> tuple[config_lib.Config, frozenset[str], argparse.Namespace]:
-    """argv -> (config, the names of the fields given explicitly, args); UsageError for bad input."""
+    """argv -> (config, the names of the fields given explicitly, args); UsageError for bad input.
+
+    args.lists holds the lists of a group of runs ({"seed": (0, 1), "lr": (1e-4, 2e-4)}, empty
+    for one run); config then has each list's first value, and every value is validated.
+    """
     args = build_parser().parse_args(argv)
     if wants_distributed(args):  # before anything touches a device
         initialize_distributed(args)
     overrides = explicit_overrides(args)
+    lists = {name: overrides.pop(name) for name in SWEEPABLE if isinstance(overrides.get(name), tuple)}
+    if args.seeds is not None:
+        if "seed" in overrides:
+            raise cli.UsageError("give --seed (one run) or --seeds (a group of runs), not both")
+        lists["seed"] = args.seeds
+    for name, values in lists.items():
+        if len(set(values)) != len(values):
+            flag = "--seeds" if name == "seed" else "--" + name.replace("_", "-")
+            raise cli.UsageError(f"{flag} lists a value twice: {','.join(map(str, values))}")
     try:
         config = config_lib.preset(args.preset or DEFAULT_PRESET).replace(**overrides).validate()
+        for name, values in lists.items():
+            for value in values:
+                config.replace(**{name: value}).validate()
     except ValueError as err:
         raise cli.UsageError(str(err)) from None
+    config = config.replace(**{name: values[0] for name, values in lists.items()})
     from jaxgan import data as data_lib
 
     data_lib.check_name(config.dataset, config.data_dir)
-    explicit = frozenset(overrides) | ({"preset"} if args.preset is not None else set())
+    explicit = frozenset(overrides) | frozenset(lists) | ({"preset"} if args.preset is not None else set())
+    args.lists = lists
     return config, explicit, args
 
 
@@ -155,7 +234,11 @@ def main(argv: list[str] | None = None, *, load_dataset=None) -> int:
             config, explicit, args = parse(argv)
             from jaxgan import train  # after parsing: --help and bad flags stay fast
 
-            workdir = args.workdir or os.path.join("runs", config.preset)
+            workdir = args.workdir or os.path.join("runs", config.preset + ("-group" if args.lists else ""))
+            if args.lists or is_group(workdir):
+                return train_group(config, explicit, args, workdir, load_dataset)
+            if args.group_mode is not None:
+                raise cli.UsageError("--group-mode is for a group of runs (--seeds, or lists for --lr or --beta1)")
             try:
                 train.train_and_evaluate(
                     config,
@@ -174,6 +257,41 @@ def main(argv: list[str] | None = None, *, load_dataset=None) -> int:
         return 0
 
     return cli.run(PROG, body)
+
+
+def is_group(workdir: str) -> bool:
+    return os.path.isfile(os.path.join(workdir, "group.json"))  # multirun.GROUP_FILE
+
+
+def train_group(config, explicit: frozenset[str], args: argparse.Namespace, workdir: str, load_dataset) -> int:
+    """A group of runs (`multirun.train_group`) -> the exit status."""
+    from jaxgan import multirun, signals, train
+
+    try:
+        result = multirun.train_group(
+            config,
+            args.lists,
+            workdir,
+            resume=args.resume,
+            explicit=explicit,
+            mode=args.group_mode or "vmap",
+            load_dataset=load_dataset,
+            progress=not args.no_progress,
+        )
+    except train.Diverged as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 1
+    except signals.Interrupted as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
+        return 128 + err.signum
+    if result.frozen:
+        names = ", ".join(result.frozen)
+        print(
+            f"{PROG}: {len(result.frozen)} of {len(result.members)} runs diverged and were frozen ({names}): "
+            f"see {os.path.join(workdir, 'group.json')}",
+            file=sys.stderr,
+        )
+    return 0
 
 
 if __name__ == "__main__":

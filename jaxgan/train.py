@@ -48,7 +48,7 @@ from jaxgan import data as data_lib
 from jaxgan.cli import UserError
 from jaxgan.config import MAX_COUNT, Config
 from jaxgan.models import discriminate_train, generate_train, init_variables
-from jaxgan.optim import torch_adam
+from jaxgan.optim import AdamHyper, torch_adam
 
 Params = Any
 Metrics = dict[str, jax.Array]
@@ -74,6 +74,9 @@ class GANState:
         the MLPs, whose pytree (and checkpoints) are then exactly the ones without them.
         The EMA generator samples with g_batch_stats: only the weights are averaged.
     config: static (not traced); changing it means a new compilation.
+    adam: None (every single run): Adam's lr and beta1 are config's, compiled in. A group of
+        runs sweeping them (`jaxgan.multirun`) holds them here as traced arrays instead
+        (`optim.AdamHyper`), so one compilation serves the whole grid; never checkpointed.
     """
 
     step: jax.Array
@@ -86,11 +89,15 @@ class GANState:
     g_batch_stats: Params | None
     d_batch_stats: Params | None
     config: Config = flax.struct.field(pytree_node=False)
+    adam: AdamHyper | None = None
 
 
-def optimizer(config: Config) -> optax.GradientTransformation:
+def optimizer(config: Config, adam: AdamHyper | None = None) -> optax.GradientTransformation:
     """torch.optim.Adam(lr, betas=(beta1, beta2), eps=1e-8), the same for G and D, with
-    PyTorch's rounding (`jaxgan.optim.torch_adam`; optax.adam's state layout)."""
+    PyTorch's rounding (`jaxgan.optim.torch_adam`; optax.adam's state layout).
+    lr and beta1 are config's, or `adam`'s traced values when given (a sweep)."""
+    if adam is not None:
+        return torch_adam(adam.lr, b1=adam.beta1, b2=config.beta2, eps=1e-8)
     return torch_adam(config.lr, b1=config.beta1, b2=config.beta2, eps=1e-8)
 
 
@@ -206,7 +213,7 @@ def train_step(
     config = state.config
     check_step_inputs(config, labels, fake_labels, gp_eps)
     y_d, y_g = fake_labels if fake_labels is not None else (None, None)
-    tx = optimizer(config)
+    tx = optimizer(config, state.adam)
 
     # (1) Update D on real and fake images; stop_gradient is the seeds' fake.detach().
     fake, g_batch_stats = generate_train(config, state.g_params, state.g_batch_stats, z_d, y_d)

@@ -102,3 +102,20 @@ def plot_quality(history: Sequence[dict], path: str | Path) -> None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+def plot_runs(histories: dict[str, Sequence[dict]], path: str | Path) -> None:
+    """D and G losses of several runs against epoch, one colour per run (a group's losses.png)."""
+    fig = Figure(figsize=(10, 3.8))
+    ax_d, ax_g = fig.subplots(1, 2, sharey=True)
+    for i, (name, history) in enumerate(histories.items()):
+        epochs = [row["epoch"] for row in history]
+        ax_d.plot(epochs, [row["d_loss"] for row in history], color=f"C{i % 10}", label=name)
+        ax_g.plot(epochs, [row["g_loss"] for row in history], color=f"C{i % 10}", label=name)
+    ax_d.set(xlabel="epoch", ylabel="BCE (epoch mean)", title="D loss")
+    ax_g.set(xlabel="epoch", title="G loss")
+    for ax in (ax_d, ax_g):
+        ax.grid(alpha=0.3)
+    ax_g.legend(fontsize=7, ncol=max(1, len(histories) // 8))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)

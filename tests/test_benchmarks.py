@@ -159,3 +159,20 @@ def test_full_scale_refuses_a_dataset_that_is_not_a_directory(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         full_scale.parse_args(["--dataset", str(tmp_path / "missing")])
     assert exc.value.code == 2 and "not a directory" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_multirun_quick_run_writes_sound_rows(tmp_path):
+    from benchmarks import multirun as multirun_bench
+
+    assert multirun_bench.main(["--quick", "--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("multirun_*.json")
+    result = json.loads(path.read_text())
+    assert [(r["preset"], r["batch_size"], r["runs"]) for r in result["rows"]] == [("tiny", 32, 1), ("tiny", 32, 2)]
+    for row in result["rows"]:
+        for key in ("vmap_images_per_s_per_run", "vmap_vs_single", "vmap_vs_torch", "vmap_compile_s", "vmap_xla_mb"):
+            assert math.isfinite(row[key]) and row[key] > 0, key
+        assert row["vmap_vs_single"] == pytest.approx(row["vmap_images_per_s_per_run"] / row["single_images_per_s"])
+    (crossover,) = result["crossovers"]
+    assert crossover["best_k"] == 2 and result["load_average_start"] is not None
+    assert len(multirun_bench.markdown(result["rows"]).splitlines()) == 4

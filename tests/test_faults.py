@@ -418,9 +418,7 @@ def wait_until_catching(pid: int, signum: int, timeout: float = 120) -> None:
 def test_item5_ctrl_c_during_start_up_always_stops_at_once(tmp_path):
     """SIGINT at any moment of start-up once jaxgan's first line ran (imports, JAX's own start-up, data,
     compiling): exit 130 and one line. (Python's own start-up before that is Python's.)"""
-    for program, delay in [("train", d) for d in (0.0, 0.3, 0.7, 1.2, 2.0)] + [
-        ("generate", d) for d in (0.0, 1.0)
-    ]:
+    for program, delay in [("train", d) for d in (0.0, 0.3, 0.7, 1.2, 2.0)] + [("generate", d) for d in (0.0, 1.0)]:
         workdir, out = tmp_path / f"{program}{delay}", tmp_path / f"{program}{delay}.npy"
         args = ["--preset", "tiny", "--dataset", "mnist-5k", "--workdir", str(workdir), "--epochs", "2"]
         if program == "generate":

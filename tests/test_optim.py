@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxgan.optim import torch_adam
+from jaxgan.optim import AdamHyper, torch_adam
 
 torch = pytest.importorskip("torch")
 
@@ -38,20 +38,22 @@ def train_torch(seed: int, lr: float, b1: float, b2: float) -> list[np.ndarray]:
     return trajectory
 
 
-def train_jax(seed: int, tx: optax.GradientTransformation) -> list[np.ndarray]:
+def train_jax(seed: int, tx: optax.GradientTransformation | None, hyper: AdamHyper | None = None) -> list[np.ndarray]:
+    """`tx`'s trajectory; or, with `hyper`, torch_adam's with lr and beta1 as traced jit arguments."""
     x, y, w1, w2 = regression_problem(seed)
     params = (jnp.asarray(w1), jnp.asarray(w2))
 
     @jax.jit
-    def step(params, opt_state):
+    def step(params, opt_state, hyper):
+        update = tx.update if hyper is None else torch_adam(hyper.lr, hyper.beta1, 0.999).update
         grads = jax.grad(lambda p: ((jnp.tanh(x @ p[0]) @ p[1] - y) ** 2).mean())(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
+        updates, opt_state = update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
-    opt_state = tx.init(params)
+    opt_state = (tx or torch_adam(0.1)).init(params)
     trajectory = []
     for _ in range(STEPS):
-        params, opt_state = step(params, opt_state)
+        params, opt_state = step(params, opt_state, hyper)
         trajectory.append(np.concatenate([np.asarray(p).ravel() for p in params]))
     return trajectory
 
@@ -90,3 +92,12 @@ def test_torch_adam_state_layout_is_optax_adams():
     assert jax.tree.structure(ours) == jax.tree.structure(theirs)
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
         assert (a.shape, a.dtype) == (b.shape, b.dtype)
+
+
+@pytest.mark.parametrize(("lr", "b1"), [(2e-4, 0.5), (1e-2, 0.9), (1e-3, 0.0), (3e-4, 0.37)])
+def test_traced_lr_and_beta1_give_the_constants_numbers_bit_for_bit(lr, b1):
+    """A sweep passes lr and beta1 as arrays (AdamHyper): the same float32 arithmetic as the constants."""
+    traced = train_jax(2, None, hyper=AdamHyper.of(lr, b1))
+    constant = train_jax(2, torch_adam(lr, b1, 0.999))
+    assert all(np.array_equal(a, b) for a, b in zip(traced, constant, strict=True))
+    assert not np.array_equal(traced[-1], train_jax(2, torch_adam(lr * 1.01, b1, 0.999))[-1])
