@@ -11,7 +11,8 @@ import pytest
 import tensorflow_datasets as tfds
 import torch
 
-from jaxgan import classifier, cli
+import jaxgan.main as train_cli
+from jaxgan import classifier
 from jaxgan import data as data_lib
 
 REPO = Path(__file__).resolve().parents[1]
@@ -289,7 +290,7 @@ def test_bad_idx_datasets_are_one_line_errors_naming_the_problem(case, tmp_path,
         data_lib.load(str(tmp_path / "bad"))
     assert "\n" not in str(raised.value)
     argv = ["--preset", "tiny", "--dataset", str(tmp_path / "bad"), "--epochs", "1", "--workdir", str(tmp_path / "w")]
-    assert cli.main([*argv, "--no-progress"]) == 2
+    assert train_cli.main([*argv, "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("python -m jaxgan.train: error: ") and err.count("\n") == 1
     assert raised.value.args[0] in err
