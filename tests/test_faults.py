@@ -418,9 +418,7 @@ def wait_until_catching(pid: int, signum: int, timeout: float = 120) -> None:
 def test_item5_ctrl_c_during_start_up_always_stops_at_once(tmp_path):
     """SIGINT at any moment of start-up once jaxgan's first line ran (imports, JAX's own start-up, data,
     compiling): exit 130 and one line. (Python's own start-up before that is Python's.)"""
-    for program, delay in [("train", d) for d in (0.0, 0.3, 0.7, 1.2, 2.0)] + [
-        ("generate", d) for d in (0.0, 1.0)
-    ]:
+    for program, delay in [("train", d) for d in (0.0, 0.3, 0.7, 1.2, 2.0)] + [("generate", d) for d in (0.0, 1.0)]:
         workdir, out = tmp_path / f"{program}{delay}", tmp_path / f"{program}{delay}.npy"
         args = ["--preset", "tiny", "--dataset", "mnist-5k", "--workdir", str(workdir), "--epochs", "2"]
         if program == "generate":
@@ -474,6 +472,7 @@ def test_item6_a_copied_in_checkpoint_is_refused_before_anything_is_written(copy
         assert snapshot(workdir) == files
 
 
+@pytest.mark.slow  # torch, or several programs that compile
 def test_item7_convert_refuses_a_non_empty_directory_without_force(finished_run, tmp_path):
     pytest.importorskip("torch")
     from jaxgan import convert
@@ -504,6 +503,7 @@ def truncate_data_files(step_dir: Path) -> None:
             path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
+@pytest.mark.slow  # reads and generates from several checkpoints
 def test_item9_corrupt_checkpoints_are_one_line_with_the_fallback_hint(copy_of, tmp_path):
     data, meta, orbax_meta, everything = (copy_of(n) for n in ("data", "meta", "orbax_meta", "everything"))
     truncate_data_files(data / "checkpoints" / "epoch_0002")
@@ -560,6 +560,7 @@ def hostile_pt_files(tmp_path: Path, state) -> dict[str, Path]:
     return files
 
 
+@pytest.mark.slow  # torch, or several programs that compile
 def test_item10_hostile_pt_files_and_metadata_are_one_line(finished_run, copy_of, tmp_path):
     pytest.importorskip("torch")
     files = hostile_pt_files(tmp_path, checkpoint.load_state(finished_run))
@@ -649,6 +650,7 @@ def test_item12_workdir_entries_of_the_wrong_kind_are_found_before_training(copy
     assert all(not (w / "config.json").exists() for w in workdirs.values())
 
 
+@pytest.mark.slow  # torch, or several programs that compile
 def test_item13_smaller_ones(finished_run, copy_of, tmp_path):
     """torch_ref.train checks --out first; --distributed and --coordinator-address in one line; generate
     removes a killed run's temporary file; non-finite weights; one seed rule; --leaky-slope bounded."""
