@@ -322,25 +322,26 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     def body() -> None:
-        from jaxgan import checkpoint
+        from jaxgan import checkpoint, signals
 
-        args = parser.parse_args(argv)
-        require("torch")
-        source = Path(args.source)
-        if source.is_dir():
-            if not args.target.endswith(".pt"):
-                raise UsageError(f"target {args.target!r} must be a .pt file when converting a run directory")
-            check_writable(args.target, "target")
-            state = checkpoint.load_state(source, args.epoch)
-            save_pt(args.target, state.config, state)
-        elif source.is_file():
-            try:
-                config = preset(args.preset) if args.preset else None
-            except ValueError as err:
-                raise UsageError(str(err)) from None
-            pt_to_rundir(source, args.target, config, force=args.force)
-        else:
-            raise UsageError(f"source {args.source!r} does not exist")
+        with signals.exit_at_once(PROG, when=""):
+            args = parser.parse_args(argv)
+            require("torch")
+            source = Path(args.source)
+            if source.is_dir():
+                if not args.target.endswith(".pt"):
+                    raise UsageError(f"target {args.target!r} must be a .pt file when converting a run directory")
+                check_writable(args.target, "target")
+                state = checkpoint.load_state(source, args.epoch)
+                save_pt(args.target, state.config, state)
+            elif source.is_file():
+                try:
+                    config = preset(args.preset) if args.preset else None
+                except ValueError as err:
+                    raise UsageError(str(err)) from None
+                pt_to_rundir(source, args.target, config, force=args.force)
+            else:
+                raise UsageError(f"source {args.source!r} does not exist")
         print(f"wrote {args.target}")
 
     return run(PROG, body)

@@ -472,6 +472,7 @@ def test_item6_a_copied_in_checkpoint_is_refused_before_anything_is_written(copy
         assert snapshot(workdir) == files
 
 
+@pytest.mark.slow  # torch, or several programs that compile
 def test_item7_convert_refuses_a_non_empty_directory_without_force(finished_run, tmp_path):
     pytest.importorskip("torch")
     from jaxgan import convert
@@ -502,6 +503,7 @@ def truncate_data_files(step_dir: Path) -> None:
             path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
+@pytest.mark.slow  # reads and generates from several checkpoints
 def test_item9_corrupt_checkpoints_are_one_line_with_the_fallback_hint(copy_of, tmp_path):
     data, meta, orbax_meta, everything = (copy_of(n) for n in ("data", "meta", "orbax_meta", "everything"))
     truncate_data_files(data / "checkpoints" / "epoch_0002")
@@ -558,6 +560,7 @@ def hostile_pt_files(tmp_path: Path, state) -> dict[str, Path]:
     return files
 
 
+@pytest.mark.slow  # torch, or several programs that compile
 def test_item10_hostile_pt_files_and_metadata_are_one_line(finished_run, copy_of, tmp_path):
     pytest.importorskip("torch")
     files = hostile_pt_files(tmp_path, checkpoint.load_state(finished_run))
@@ -647,6 +650,7 @@ def test_item12_workdir_entries_of_the_wrong_kind_are_found_before_training(copy
     assert all(not (w / "config.json").exists() for w in workdirs.values())
 
 
+@pytest.mark.slow  # torch, or several programs that compile
 def test_item13_smaller_ones(finished_run, copy_of, tmp_path):
     """torch_ref.train checks --out first; --distributed and --coordinator-address in one line; generate
     removes a killed run's temporary file; non-finite weights; one seed rule; --leaky-slope bounded."""
