@@ -89,6 +89,7 @@ def runs(tmp_path_factory, data_640):
     return config, whole, split, state_whole, state_split, history_split, log
 
 
+@pytest.mark.slow
 def test_resume_is_bit_identical(runs):
     _, whole, split, state_whole, state_split, history_split, log = runs
     assert "resuming after epoch 2" in log
@@ -104,6 +105,7 @@ def test_resume_is_bit_identical(runs):
         assert a.read_meta(4)["checksum"] == b.read_meta(4)["checksum"]
 
 
+@pytest.mark.slow
 def test_resuming_a_finished_run_says_so_and_changes_nothing(runs, data_640):
     config, _, split, *_ = runs
     before = (split / "metrics.jsonl").read_text()
@@ -113,6 +115,7 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(runs, data_640):
     assert (split / "metrics.jsonl").read_text() == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("change", "field"), [({"latent_dim": 8}, "latent_dim"), ({"lr": 1e-3}, "lr")])
 def test_conflicting_config_names_the_field(runs, data_640, change, field):
     config, _, split, *_ = runs
@@ -120,6 +123,7 @@ def test_conflicting_config_names_the_field(runs, data_640, change, field):
         fit(config.replace(epochs=5, **change), split, data_640)
 
 
+@pytest.mark.slow
 def test_cli_resumes_with_the_checkpoint_config_and_rejects_conflicts(tmp_path, capsys):
     workdir = str(tmp_path / "run")
     common = ["--workdir", workdir, "--no-progress"]
@@ -136,6 +140,7 @@ def test_cli_resumes_with_the_checkpoint_config_and_rejects_conflicts(tmp_path, 
     assert "--g-hidden 64 conflicts with the checkpoint, which has g_hidden=32" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_resume_flag_needs_a_checkpoint_and_no_resume_starts_over(tmp_path, capsys, data_640):
     assert train_cli.main(["--workdir", str(tmp_path), "--resume", "--preset", "tiny", "--dataset", "mnist-5k"]) == 2
     assert "--resume: no checkpoint to resume from" in capsys.readouterr().err
@@ -177,6 +182,7 @@ def corrupt(step_dir, how):
         path.write_bytes(data[: len(data) // 2] if how == "truncate" else bytes(len(data)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["truncate", "zero"])
 def test_corrupt_checkpoint_names_the_usable_one(tmp_path, data_640, how):
     config = preset("tiny").replace(epochs=3)
@@ -192,6 +198,7 @@ def test_corrupt_checkpoint_names_the_usable_one(tmp_path, data_640, how):
         checkpoint.load_state(tmp_path)
 
 
+@pytest.mark.slow
 def test_cli_bad_workdirs_and_checkpoints_exit_2_in_one_line(tmp_path, capsys, data_640):
     a_file = tmp_path / "file"
     a_file.write_text("not a run")

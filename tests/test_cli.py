@@ -43,6 +43,7 @@ def check_run_outputs(workdir: Path, epochs: int, sampled: list[int], dataset: s
     return rows
 
 
+@pytest.mark.slow
 def test_tiny_run_on_mnist_5k_writes_every_output(tmp_path, capsys):
     workdir = tmp_path / "run"
     status, out, _ = run_cli(
@@ -55,6 +56,7 @@ def test_tiny_run_on_mnist_5k_writes_every_output(tmp_path, capsys):
     assert len(lines) == 3 and "D(x):" in lines[0] and "D(G(z)):" in lines[0] and "img/s" in lines[0]
 
 
+@pytest.mark.slow
 def test_tiny_run_on_a_tfds_dataset(tmp_path, capsys, write_tfds):
     rng = np.random.default_rng(0)
     pixels, labels = rng.integers(0, 256, (100, 28, 28, 1), dtype=np.uint8), rng.integers(0, 10, 100)
@@ -118,6 +120,7 @@ def run_module(*args, cwd):
     )
 
 
+@pytest.mark.slow
 def test_module_entry_point_exit_status_and_help(tmp_path):
     bad = run_module("--preset", "nope", cwd=tmp_path)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr

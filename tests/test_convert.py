@@ -49,6 +49,7 @@ def test_variables_round_trip_is_bit_identical_and_loads_into_torch_ref(name):
             )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [name for name, c in PRESETS.items() if c.arch == "mlp"])
 def test_state_round_trip_is_bit_identical_and_loads_into_torch_ref(name):
     config = preset(name)

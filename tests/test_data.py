@@ -64,6 +64,7 @@ def test_mnist_5k_is_real_digits_in_range(mnist_5k):
     assert 0.7 < np.mean(mnist_5k.images == -1.0) < 0.9
 
 
+@pytest.mark.slow
 def test_mnist_5k_cache_round_trips_and_survives_corruption(tmp_path, monkeypatch):
     monkeypatch.setenv("JAXGAN_CACHE", str(tmp_path))
     fresh_images, fresh_labels = data_lib.load_mnist_5k()
@@ -296,6 +297,7 @@ def test_bad_idx_datasets_are_one_line_errors_naming_the_problem(case, tmp_path,
     assert raised.value.args[0] in err
 
 
+@pytest.mark.slow
 def test_bad_idx_file_through_the_entry_point_exits_2_without_a_traceback(tmp_path):
     truncated_gz(tmp_path / "bad")
     argv = ["--preset", "tiny", "--dataset", str(tmp_path / "bad"), "--workdir", str(tmp_path / "w"), "--no-progress"]

@@ -38,6 +38,7 @@ def test_decay_warms_up_then_is_the_configured_value():
     assert float(train.ema_decay_at(0.99, 10_000)) == pytest.approx(0.99)
 
 
+@pytest.mark.slow
 def test_each_step_averages_the_new_generator_weights(runs):
     history = runs["on"]
     first = history[0]
@@ -52,6 +53,7 @@ def test_each_step_averages_the_new_generator_weights(runs):
     assert train.sampling_params(history[-1]) is history[-1].g_ema_params
 
 
+@pytest.mark.slow
 def test_ema_off_is_the_state_without_ema_and_does_not_change_training(runs):
     off, on = runs["off"][-1], runs["on"][-1]
     assert off.g_ema_params is None and train.sampling_params(off) is off.g_params
@@ -68,6 +70,7 @@ def test_ema_off_is_the_state_without_ema_and_does_not_change_training(runs):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_ema_checkpoint_round_trip_and_decay_cannot_change_on_resume(tmp_path, runs):
     state = runs["on"][-1]
     config = state.config

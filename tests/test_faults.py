@@ -69,6 +69,7 @@ def test_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, capsys, sign
     assert checkpoint.load(workdir).epoch == next_epoch
 
 
+@pytest.mark.slow
 def test_absurd_lr_stops_with_the_epoch_and_metric(tmp_path, capsys):
     workdir = tmp_path / "run"
     args = ["--preset", "tiny", "--dataset", "mnist-5k", "--lr", "1e30", "--workdir", str(workdir), "--no-progress"]
@@ -81,6 +82,7 @@ def test_absurd_lr_stops_with_the_epoch_and_metric(tmp_path, capsys):
     assert (workdir / "metrics.jsonl").read_text() == ""
 
 
+@pytest.mark.slow
 def test_nan_mid_run_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, mnist_5k):
     data = Dataset(mnist_5k.images[:640], mnist_5k.labels[:640], "mnist-5k")  # 20 steps per epoch
     train_steps = train.train_steps

@@ -84,6 +84,7 @@ def plt_read(path):
     return plt.imread(path)
 
 
+@pytest.mark.slow
 def test_the_module_runs_as_a_program(run, tmp_path):
     workdir, _ = run
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}

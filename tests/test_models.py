@@ -79,6 +79,7 @@ def test_param_counts_and_shapes(name):
             assert logits.shape == (5,) and logits.dtype == jnp.float32
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tiny", "tiny-dcgan"])
 def test_forward_in_train_and_eval_mode(name):
     config = preset(name)
@@ -149,6 +150,7 @@ def test_dcgan_layers_and_init_follow_pytorch_examples():
     assert stats["num_batches_tracked"].dtype == jnp.int32 and int(stats["num_batches_tracked"]) == 0
 
 
+@pytest.mark.slow
 def test_batch_norm_train_mode_normalises_and_tracks_pytorchs_running_stats():
     """Train mode: batch mean and biased variance; running stats get the *unbiased* variance, momentum 0.9."""
     x = jax.random.normal(jax.random.key(0), (4, 3, 3, 5)) * 3.0 + 2.0  # n = 36 per channel
@@ -170,6 +172,7 @@ def test_batch_norm_train_mode_normalises_and_tracks_pytorchs_running_stats():
     np.testing.assert_allclose(bn.apply(after, x, train=False), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tiny", "tiny-dcgan"])
 def test_conditional_networks_need_their_labels_and_use_them(name):
     config = preset(name).replace(conditional=True)

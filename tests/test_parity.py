@@ -31,7 +31,7 @@ torch = pytest.importorskip("torch")
 import torch_ref  # noqa: E402
 from torch_ref.train import convert_models  # noqa: E402
 
-pytestmark = pytest.mark.parity
+pytestmark = [pytest.mark.parity, pytest.mark.slow]
 
 LOCKSTEP_STEPS = 100
 MUTATION_STEPS = 30

@@ -293,6 +293,7 @@ GRADIENT_TOLS = {"loss": LOSS_TOL, "grad": GRAD_TOL, "stats": STATS_TOL}
 GRADIENT_CASES = [(name, loss) for name in CONDITIONAL for loss in LOSSES] + [("mlp", "bce"), ("dcgan", "bce")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "loss"), GRADIENT_CASES)
 def test_every_loss_and_its_gradients_agree_through_the_networks(name, loss):
     gaps = gradient_gaps(CASES[name].replace(loss=loss))
@@ -375,6 +376,7 @@ def penalty_gaps(name: str, penalty=losses.gradient_penalty, eps_of=lambda eps: 
     return {"loss": rel_gap(value, t_value, floor=1), "grad": max(rel_gap(mine[k], expected[k]) for k in expected)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CONDITIONAL)
 def test_gradient_penalty_and_its_double_backprop_agree(name):
     gaps = penalty_gaps(name)

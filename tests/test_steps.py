@@ -45,6 +45,7 @@ def test_one_step_is_finite_with_metrics_in_range(tiny_images):
     assert tree_max_abs_diff(new.d_params, state.d_params) == pytest.approx(config.lr, rel=0.05)
 
 
+@pytest.mark.slow
 def test_metrics_match_a_direct_computation(tiny_images):
     """d_loss/d_real/d_fake are of the pre-update D on G(z_d); g_loss is through the updated D."""
     config = preset("tiny")
@@ -64,6 +65,7 @@ def test_metrics_match_a_direct_computation(tiny_images):
     np.testing.assert_allclose(metrics["g_loss"], -jnp.mean(jnp.log(fake_p_after)), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_keyed_step_equals_train_step_with_step_noise(tiny_images):
     state = create_state(preset("tiny"), 0)
     real = tiny_images[:32]
@@ -80,6 +82,7 @@ def test_noise_differs_between_steps_and_between_d_and_g():
     assert not np.allclose(z_d, z_g) and not np.allclose(z_d, z_d1)
 
 
+@pytest.mark.slow
 def test_scan_equals_a_loop_of_jitted_steps(tiny_images):
     state = create_state(preset("tiny"), 0)
     indices = train.epoch_batch_indices(state.key, 0, len(tiny_images), 32)  # (10, 32)
@@ -95,6 +98,7 @@ def test_scan_equals_a_loop_of_jitted_steps(tiny_images):
     assert tree_max_abs_diff(scanned.g_params, looped.g_params) < 1e-5
 
 
+@pytest.mark.slow
 def test_scan_with_noise_drawn_up_front_is_bitwise_a_scan_of_keyed_steps(tiny_images):
     state = create_state(preset("tiny"), 0).replace(step=jnp.int32(7))  # noise depends on the step
     indices = train.epoch_batch_indices(state.key, 0, len(tiny_images), 32)
@@ -110,6 +114,7 @@ def test_scan_with_noise_drawn_up_front_is_bitwise_a_scan_of_keyed_steps(tiny_im
     np.testing.assert_array_equal(z_g[2], expected_g)
 
 
+@pytest.mark.slow
 def test_train_epoch_uses_the_epochs_shuffle_and_compiles_once(tiny_images):
     state = create_state(preset("tiny"), 0)
     epoch = jax.jit(train.train_epoch)

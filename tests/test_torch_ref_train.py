@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 from torch_ref import train as torch_train  # noqa: E402
 
 
+@pytest.mark.slow
 @pytest.mark.parity
 def test_torch_loop_follows_jaxgans_steps(mnist_5k):
     config = preset("tiny")
