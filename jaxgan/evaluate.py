@@ -28,7 +28,9 @@ PROG = "python -m jaxgan.evaluate"
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=PROG, description="Measure the sample quality of a trained generator.")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--workdir", help="a training run's directory (its latest checkpoint is used)")
+    source.add_argument(
+        "--workdir", help="a training run's directory (its latest checkpoint is used), or a group of runs' (each run)"
+    )
     source.add_argument("--from-pt", help="a PyTorch .pt file of torch_ref weights (see jaxgan.convert)")
     parser.add_argument(
         "--dataset",
