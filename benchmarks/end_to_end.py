@@ -53,7 +53,7 @@ def bench(config: Config, pixels: np.ndarray, labels: np.ndarray, *, repeats: in
     The seeds' loop runs at each of torch's `threads` counts; the fastest is reported.
     The contestants' epochs are timed round-robin (`time_interleaved`) after one warm-up each.
     """
-    # jaxgan, as fit() runs an epoch.
+    # jaxgan, as train_and_evaluate runs an epoch.
     images = jax.device_put((pixels.astype(np.float32) / np.float32(255.0) - np.float32(0.5)) / np.float32(0.5))
     num_examples, batch_size = len(pixels), config.batch_size
     run_steps = jax.jit(train.train_steps, donate_argnums=0)
@@ -66,7 +66,7 @@ def bench(config: Config, pixels: np.ndarray, labels: np.ndarray, *, repeats: in
         indices = batch_indices(holder["state"].key, holder["epoch"] - 1, num_examples, batch_size)
         with tqdm(disable=True) as bar:
             holder["state"], means = train.run_epoch(
-                holder["state"], images, indices, run_steps, epoch=holder["epoch"], chunk=chunk, bar=bar
+                holder["state"], (images,), indices, run_steps, epoch=holder["epoch"], chunk=chunk, bar=bar
             )
         return means  # host floats: run_epoch has synchronised
 

@@ -104,7 +104,7 @@ def child_jax(args: argparse.Namespace, since: float) -> dict:
     marks["first_chunk_s"] = _now(since)
     if steps > chunk:  # the rest of the epoch, as the loop runs it
         with tqdm(disable=True) as bar:
-            state, _ = train.run_epoch(state, images, indices[chunk:], run_steps, epoch=1, chunk=chunk, bar=bar)
+            state, _ = train.run_epoch(state, (images,), indices[chunk:], run_steps, epoch=1, chunk=chunk, bar=bar)
     marks["epoch_1_done_s"] = _now(since)
     memory = run_steps.lower(state, images, indices[:chunk]).compile().memory_analysis()
     stats = jax.devices()[0].memory_stats() or {}
