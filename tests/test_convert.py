@@ -147,9 +147,13 @@ def test_dcgan_state_dict_errors_name_the_key():
         "batch_norm_1",
         "conv_transpose_2",
     }
-    # A GANState has no place for BatchNorm statistics yet: a clear error, not a silent loss.
-    with pytest.raises(ValueError, match="cannot hold BatchNorm statistics yet"):
-        convert.from_torch_state_dict(config, g_sd, d_sd)
+    # A training state holds the running statistics, exactly.
+    state = convert.from_torch_state_dict(config, g_sd, d_sd)
+    back_g, back_d = convert.to_torch_state_dict(state)
+    for sd, back in ((g_sd, back_g), (d_sd, back_d)):
+        assert set(back) == set(sd)
+        for key, tensor in sd.items():
+            assert torch.equal(back[key].to(tensor.dtype), tensor), key
 
 
 @pytest.fixture
