@@ -171,7 +171,7 @@ def test_two_processes_equal_one_and_only_process_0_writes(tmp_path, reference):
     assert own_lines == ["exit 0"]  # process 1 logs nothing
     assert_same_run(workdir, reference, epoch=1)
     assert len((workdir / "metrics.jsonl").read_text().splitlines()) == 1
-    assert sorted(p.name for p in (workdir / "samples").iterdir()) == ["epoch_0001.png"]
+    assert sorted(p.name for p in (workdir / "samples").iterdir()) == ["epoch_0001.png", "progress.gif"]
 
 
 def test_weak_scaling_device_counts():
