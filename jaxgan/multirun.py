@@ -405,13 +405,14 @@ def train_group(
             "drop --data-parallel"
         )
     group_dir = GroupDir(workdir)
-    rundir.RunDir(group_dir.workdir).prepare()
-    if checkpoint.checkpoint_dir(group_dir.workdir).is_dir():
-        raise UserError(f"{group_dir.workdir} holds a single run (checkpoints/): use another --workdir for a group")
-    group = open_group(group_dir, config, lists, resume, explicit)
-    group.dir.write(group.template, group.lists, group.frozen)
-    train_members = _train_in_turn if mode == "sequential" else _train_together
-    return train_members(group, resume, load_dataset, progress, log, evaluator)
+    with rundir.RunDir(group_dir.workdir) as group_run:  # the group's lock, released at the end
+        group_run.prepare()
+        if checkpoint.checkpoint_dir(group_dir.workdir).is_dir():
+            raise UserError(f"{group_dir.workdir} holds a single run (checkpoints/): use another --workdir for a group")
+        group = open_group(group_dir, config, lists, resume, explicit)
+        group.dir.write(group.template, group.lists, group.frozen)
+        train_members = _train_in_turn if mode == "sequential" else _train_together
+        return train_members(group, resume, load_dataset, progress, log, evaluator)
 
 
 def open_group(group_dir: GroupDir, config: Config, lists: dict[str, tuple], resume, explicit) -> Group:
