@@ -89,16 +89,17 @@ def evaluate_group(args: argparse.Namespace, log=None) -> dict:
         workdir = group.run(member).workdir
         if not checkpoint.epochs_in(workdir):
             continue
-        config, g_params, weights, restored = sampling.load_generator(workdir, None, args.epoch, ema=not args.no_ema)
+        loaded = sampling.load_generator(workdir, None, args.epoch, ema=not args.no_ema)
+        config, restored = loaded.config, loaded.restored
         if evaluator is None:
             evaluator = metrics.Evaluator.for_dataset(restored.dataset, n=args.num or metrics.FD_N, log=log)
             dataset = restored.dataset
         runs[member.name] = {
             "epoch": restored.epoch,
             "step": int(restored.state.step),
-            "generator_weights": weights,
+            "generator_weights": loaded.weights,
             "frozen": saved["frozen"].get(member.name),
-            "generator": evaluator.generator(config, g_params, args.seed),
+            "generator": evaluator.generator(config, loaded.params, args.seed),
         }
     if evaluator is None:
         raise UsageError(f"no run of the group in {args.workdir} has a checkpoint yet")
