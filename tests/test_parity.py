@@ -199,9 +199,9 @@ def torch_step_with_grads(gan: torch_ref.TorchGAN, real, z_d, z_g):
 def jax_step0_grads(config: Config, state: train.GANState, real, z_d, z_g):
     """The gradients the step takes, from steps' own loss functions, at step 0's points."""
     fake = models.generate(config, state.g_params, z_d)
-    d_grads = jax.grad(lambda d: train.d_loss_fn(config, d, real, fake)[0])(state.d_params)
+    d_grads = jax.grad(lambda d: train.d_loss_fn(config, d, None, real, fake)[0])(state.d_params)
     new_state, _ = train.train_step(state, real, z_d, z_g)
-    g_grads = jax.grad(train.g_loss_fn, argnums=1)(config, state.g_params, new_state.d_params, z_g)
+    g_grads = jax.grad(lambda g: train.g_loss_fn(config, g, None, new_state.d_params, None, z_g)[0])(state.g_params)
     return d_grads, g_grads
 
 
@@ -246,12 +246,14 @@ def test_lockstep_losses_and_weights_agree_for_100_steps(name, images):
 def reordered_step(state, real, z_d, z_g):
     """Mutation: G is updated before D (through the old D)."""
     config, tx = state.config, train.optimizer(state.config)
-    g_loss, g_grads = jax.value_and_grad(train.g_loss_fn, argnums=1)(config, state.g_params, state.d_params, z_g)
+    g_loss, g_grads = jax.value_and_grad(lambda g: train.g_loss_fn(config, g, None, state.d_params, None, z_g)[0])(
+        state.g_params
+    )
     g_updates, g_opt_state = tx.update(g_grads, state.g_opt_state, state.g_params)
     g_params = optax.apply_updates(state.g_params, g_updates)
     fake = jax.lax.stop_gradient(models.generate(config, g_params, z_d))
-    (d_loss, (d_real, d_fake)), d_grads = jax.value_and_grad(train.d_loss_fn, argnums=1, has_aux=True)(
-        config, state.d_params, real, fake
+    (d_loss, (d_real, d_fake, _)), d_grads = jax.value_and_grad(train.d_loss_fn, argnums=1, has_aux=True)(
+        config, state.d_params, None, real, fake
     )
     d_updates, d_opt_state = tx.update(d_grads, state.d_opt_state, state.d_params)
     d_params = optax.apply_updates(state.d_params, d_updates)
@@ -264,12 +266,14 @@ def reordered_step(state, real, z_d, z_g):
 def undetached_step(state, real, z_d, z_g):
     """Mutation: the D loss is not detached from G, so its gradient reaches G's update too."""
     config = state.config
-    d_loss_of_g = jax.grad(lambda g: train.d_loss_fn(config, state.d_params, real, models.generate(config, g, z_d))[0])
+    d_loss_of_g = jax.grad(
+        lambda g: train.d_loss_fn(config, state.d_params, None, real, models.generate(config, g, z_d))[0]
+    )
     leaked = d_loss_of_g(state.g_params)
     tx = train.optimizer(config)
     new, metrics = train.train_step(state, real, z_d, z_g)
     # Redo the G update with the D-loss gradient added to the G-loss gradient.
-    g_grads = jax.grad(train.g_loss_fn, argnums=1)(config, state.g_params, new.d_params, z_g)
+    g_grads = jax.grad(lambda g: train.g_loss_fn(config, g, None, new.d_params, None, z_g)[0])(state.g_params)
     g_grads = jax.tree.map(jnp.add, g_grads, leaked)
     g_updates, g_opt_state = tx.update(g_grads, state.g_opt_state, state.g_params)
     return new.replace(g_params=optax.apply_updates(state.g_params, g_updates), g_opt_state=g_opt_state), metrics
