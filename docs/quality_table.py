@@ -56,6 +56,11 @@ def main() -> None:
     )
     parser.add_argument("--dataset", default="mnist-5k", help="mnist-5k (default) or a directory of IDX files")
     parser.add_argument("--runs", default="runs/quality", help="where the training runs go")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the runs found in --runs (bit for bit, e.g. after a kill) instead of starting them over",
+    )
     parser.add_argument("--out", default=str(ROOT / "docs"), help="where the table, JSON and grids go")
     parser.add_argument("--name", default="quality_table", help="file name stem of the table and JSON")
     args = parser.parse_args()
@@ -98,7 +103,7 @@ def main() -> None:
                     load_dataset=data_lib.given(dataset),
                     progress=False,
                     log=lambda _: None,
-                    resume=False,
+                    resume=None if args.resume else False,
                 )
                 total_steps = int(state.step)
                 ema = evaluator.generator(config, state.g_ema_params, seed)
