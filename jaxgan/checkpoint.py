@@ -86,11 +86,21 @@ class _QuietOrbax(logging.Filter):
         return record.levelno >= logging.CRITICAL or f"{os.sep}orbax{os.sep}" not in record.pathname
 
 
+class _QuietUnreadFutures(logging.Filter):
+    """Drops asyncio's "Future/Task exception was never retrieved" records: after a failed read, orbax
+    leaves the futures of its other reads holding the same error, which jaxgan has already reported."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "exception was never retrieved" not in str(record.msg).partition("\n")[0]
+
+
 @functools.cache
 def _quiet_orbax() -> None:
-    """Silence orbax's logs (`_QuietOrbax`) and the "Event loop is closed" errors that tensorstore's
-    callbacks raise after a failed read has closed orbax's event loop (sys.unraisablehook); once."""
+    """Silence orbax's logs (`_QuietOrbax`), asyncio's reports of its abandoned futures
+    (`_QuietUnreadFutures`) and the "Event loop is closed" errors that tensorstore's callbacks
+    raise after a failed read has closed orbax's event loop (sys.unraisablehook); once."""
     logging.getLogger("absl").addFilter(_QuietOrbax())
+    logging.getLogger("asyncio").addFilter(_QuietUnreadFutures())
     previous = sys.unraisablehook
 
     def hook(unraisable) -> None:
@@ -360,7 +370,7 @@ class Checkpointer:
         try:
             return self._restore(epoch)
         except Exception as err:  # orbax, tensorstore, JSON and our own checks all end here
-            self._check_still_there(epoch)
+            self._check_unchanged(available, epoch)
             problem = f"checkpoint {step_path(self.directory, epoch)} is unusable: {_first_line(err)}"
         for older in reversed([e for e in available if e < epoch]):
             try:
@@ -373,9 +383,10 @@ class Checkpointer:
             )
         raise CheckpointError(f"{problem}; no older checkpoint is usable")
 
-    def _check_still_there(self, epoch: int) -> None:
-        """Vanished if the checkpoint of `epoch` was deleted while it was read (a live run keeping the latest K)."""
-        if not step_path(self.directory, epoch).is_dir():
+    def _check_unchanged(self, listed: list[int], epoch: int) -> None:
+        """Vanished if the checkpoint of `epoch` is gone or going, or the checkpoints listed before the
+        read have changed since: a live run saved a newer one and deleted old ones (it keeps the latest K)."""
+        if not step_path(self.directory, epoch).is_dir() or self.epochs() != listed:
             raise Vanished(f"checkpoint {step_path(self.directory, epoch)} was deleted while it was read")
 
 

@@ -1,5 +1,7 @@
 """Checkpoints: save/restore of the whole state, exact resume, conflicts and corruption."""
 
+import asyncio
+import gc
 import json
 import shutil
 
@@ -171,6 +173,44 @@ def test_a_checkpoint_deleted_while_read_is_looked_up_again(tmp_path, tiny_confi
 
     monkeypatch.setattr(checkpoint.Checkpointer, "_restore", cleaned_up_meanwhile)
     assert checkpoint.load(tmp_path).epoch == 1 and deleted == [2]
+
+
+def test_a_checkpoint_half_deleted_while_read_is_looked_up_again(tmp_path, tiny_config, monkeypatch):
+    """The cleanup may be midway when the read fails (the directory still there, its files going):
+    the run has saved a newer checkpoint meanwhile, so the reader lists again and reads that one."""
+    state = train.create_state(tiny_config, 0)
+    with checkpoint.Checkpointer(tmp_path, keep=3) as ckpt:
+        for epoch in (1, 2):
+            ckpt.save(state, epoch, dataset="mnist-5k", num_examples=640)
+    restore, read = checkpoint.Checkpointer._restore, []
+
+    def saved_and_cleaned_up_meanwhile(self, epoch):
+        read.append(epoch)
+        if len(read) == 1:
+            with checkpoint.Checkpointer(tmp_path, keep=3) as live:
+                live.save(state, 3, dataset="mnist-5k", num_examples=640)
+            corrupt(checkpoint.step_path(self.directory, epoch), "truncate")  # rmtree under way
+        return restore(self, epoch)
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "_restore", saved_and_cleaned_up_meanwhile)
+    assert checkpoint.load(tmp_path).epoch == 3 and read == [2, 3]
+
+
+def test_abandoned_futures_of_a_failed_read_are_not_reported(caplog):
+    """A failed orbax read leaves futures holding the same error; asyncio would log each one to
+    stderr under the one-line error jaxgan has already printed."""
+    checkpoint._quiet_orbax()
+
+    async def fails():
+        raise ValueError("OUT_OF_RANGE: truncated")
+
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(fails())
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+    del task
+    gc.collect()
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
 
 
 def corrupt(step_dir, how):

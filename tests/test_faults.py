@@ -257,8 +257,16 @@ def test_item1_a_save_that_fails_later_stops_at_once_in_one_line(tmp_path):
         for line in proc.stdout:
             if line.startswith("Epoch [3/"):
                 break
+        blocker = tmp_path / "blocker"
+        blocker.write_text("not a directory any more")
         (workdir / "checkpoints").rename(tmp_path / "moved")
-        (workdir / "checkpoints").write_text("not a directory any more")
+        for _ in range(100):  # the run's next save may have made checkpoints/ again in between
+            try:
+                blocker.rename(workdir / "checkpoints")  # atomic; fails onto a directory
+                break
+            except OSError:
+                shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
+        assert (workdir / "checkpoints").is_file()
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
