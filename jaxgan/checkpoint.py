@@ -37,7 +37,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import jax
 import numpy as np
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 2  # 2: the state saved as the GANState pytree, metric rows only in metrics.jsonl
 CHECKPOINT_DIR = "checkpoints"
 STEP_PREFIX = "epoch"
+T = TypeVar("T")
 
 
 class CheckpointError(UserError):
@@ -212,6 +213,9 @@ def _check_structure(saved: Any, expected: Any) -> None:
             )
 
 
+LIST_ATTEMPTS = 10  # listing a live run's checkpoints while its cleanup deletes one
+
+
 class Checkpointer:
     """The checkpoints of one run directory: save, list and restore whole states.
 
@@ -236,7 +240,9 @@ class Checkpointer:
             async_options=ocp.AsyncOptions(create_directories_asynchronously=False),
         )
         handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+        self.manager = self._listing(
+            lambda: ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+        )
 
     def __enter__(self) -> Checkpointer:
         return self
@@ -283,9 +289,21 @@ class Checkpointer:
             last = f"no complete checkpoint is left in {self.directory}"
         return SaveError(f"cannot save {what}: {_os_error(err)}; {last}")
 
+    def _listing(self, list_steps: Callable[[], T]) -> T:
+        """`list_steps()`, again if a step directory vanished under it: orbax's listing reads each
+        step's metadata, and a live run's cleanup may delete a step meanwhile."""
+        for attempt in range(1, LIST_ATTEMPTS):
+            try:
+                return list_steps()
+            except (FileNotFoundError, NotADirectoryError):
+                if not self.directory.is_dir():
+                    raise
+                time.sleep(0.05 * attempt)
+        return list_steps()
+
     def epochs(self) -> list[int]:
         """Epochs with a complete checkpoint, oldest first."""
-        self.manager.reload()
+        self._listing(self.manager.reload)
         return sorted(self.manager.all_steps())
 
     def latest(self) -> int | None:
@@ -416,7 +434,7 @@ def check_workdir(workdir: str | Path) -> Path:
     return path
 
 
-READ_ATTEMPTS = 5  # a live run's cleanup can delete the checkpoint being read: list again and retry
+READ_RETRY_SECONDS = 30.0  # a live run's cleanup can delete the checkpoint being read: list again and retry
 
 
 def load(workdir: str | Path, epoch: int | None = None) -> Restored:
@@ -424,7 +442,7 @@ def load(workdir: str | Path, epoch: int | None = None) -> Restored:
 
     Safe while a run trains in `workdir`: a checkpoint its keep-K cleanup deletes during the
     read is looked up again."""
-    attempt = 1
+    deadline, attempt = time.monotonic() + READ_RETRY_SECONDS, 1
     while True:
         try:
             path = check_workdir(workdir)
@@ -439,11 +457,12 @@ def load(workdir: str | Path, epoch: int | None = None) -> Restored:
             with checkpointer:
                 return checkpointer.restore(epoch)
         except (Vanished, FileNotFoundError, NotADirectoryError) as err:
-            if attempt == READ_ATTEMPTS:
+            if time.monotonic() > deadline:
                 raise CheckpointError(
-                    f"the checkpoints in {checkpoint_dir(workdir)} kept changing while read: {_first_line(err)}"
+                    f"the checkpoints in {checkpoint_dir(workdir)} kept changing while read for "
+                    f"{READ_RETRY_SECONDS:.0f} s ({attempt} attempts): {_first_line(err)}"
                 ) from None
-            time.sleep(0.1 * attempt)
+            time.sleep(min(0.05 * attempt, 0.5))
             attempt += 1
 
 

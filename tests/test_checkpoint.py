@@ -196,6 +196,23 @@ def test_a_checkpoint_half_deleted_while_read_is_looked_up_again(tmp_path, tiny_
     assert checkpoint.load(tmp_path).epoch == 3 and read == [2, 3]
 
 
+def test_listing_lists_again_when_a_step_vanishes_under_it(tmp_path, tiny_config, monkeypatch):
+    """orbax's listing stats every step directory: one deleted meanwhile fails it; jaxgan lists again."""
+    state = train.create_state(tiny_config, 0)
+    with checkpoint.Checkpointer(tmp_path, keep=3) as ckpt:
+        ckpt.save(state, 1, dataset="mnist-5k", num_examples=640)
+    with checkpoint.Checkpointer(tmp_path, read_only=True) as reader:
+        reload, failures = reader.manager.reload, [FileNotFoundError(2, "gone"), NotADirectoryError(20, "gone")]
+
+        def vanishing():
+            if failures:
+                raise failures.pop()
+            reload()
+
+        monkeypatch.setattr(reader.manager, "reload", vanishing)
+        assert reader.epochs() == [1] and not failures
+
+
 def test_abandoned_futures_of_a_failed_read_are_not_reported(caplog):
     """A failed orbax read leaves futures holding the same error; asyncio would log each one to
     stderr under the one-line error jaxgan has already printed."""

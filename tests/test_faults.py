@@ -332,13 +332,14 @@ def test_item8_full_read_only_and_inodeless_disks(tmp_path):
     assert "No space left on device" in one_line_error(inodes)
 
 
-def start_training(workdir: Path, cwd: Path, *flags: str) -> subprocess.Popen:
-    """A long tiny run in `workdir` (checkpoints every epoch), returned once its first epoch is done."""
+def start_training(workdir: Path, cwd: Path, *flags: str, images: int = IMAGES) -> subprocess.Popen:
+    """A long tiny run on `images` images in `workdir` (checkpoints every epoch), returned once its
+    first epoch is done."""
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "tests" / "subset_train.py"),
          f"{TINY} --workdir {workdir} --epochs 100000 --checkpoint-every 1 --sample-every 100000 " + " ".join(flags)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
-        env={**child_env(), "JAXGAN_TEST_IMAGES": str(IMAGES)},
+        env={**child_env(), "JAXGAN_TEST_IMAGES": str(images)},
     )  # fmt: skip
     for line in proc.stdout:
         if line.startswith("Epoch [1/"):
@@ -352,7 +353,8 @@ def test_item2_a_workdir_has_one_run_and_readers_tolerate_it(tmp_path):
     """A second run (and a --no-resume) on a live workdir exits 2 at once naming the holder's PID;
     generate keeps reading the live run through its keep-N cleanup; kill -9 leaves no stale lock."""
     workdir = tmp_path / "run"
-    live = start_training(workdir, tmp_path, "--keep-checkpoints 2")
+    # Epochs of 50 steps: a checkpoint lives a few tenths of a second, about as long as one read.
+    live = start_training(workdir, tmp_path, "--keep-checkpoints 2", images=1600)
     try:
         cases = [f"train {TINY} --workdir {workdir} --epochs 3", f"train {TINY} --workdir {workdir} --no-resume"]
         cases += [f"generate --workdir {workdir} --num 4 --out {tmp_path}/g{i}.npy" for i in range(8)]
