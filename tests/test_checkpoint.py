@@ -270,3 +270,22 @@ def test_cli_bad_workdirs_and_checkpoints_exit_2_in_one_line(tmp_path, capsys, d
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "epoch_0001 is unusable" in err and "no older checkpoint is usable" in err
     assert (workdir / "metrics.jsonl").read_text() == metrics
+
+
+@pytest.mark.parametrize(
+    "message, expected",
+    [
+        (
+            'NOT_FOUND: Error writing "a/0" in OCDBT database at local file "/r/ocdbt/": Error reading '
+            'Byte range [0, 449) of local file "/r/ocdbt/d/0b11"',
+            "[Errno 2] No such file or directory: '/r/ocdbt/d/0b11'",
+        ),
+        (
+            'Error opening "/r/ckpt/x" [os_error_code=28] No space left on device',
+            "[Errno 28] No space left on device: '/r/ckpt/x'",
+        ),
+    ],
+)
+def test_tensorstore_errors_are_named_as_os_errors(message, expected):
+    """A save's failure names the OS error, also when tensorstore wraps it in its own words."""
+    assert checkpoint._os_error(ValueError(message)) == expected
