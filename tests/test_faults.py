@@ -654,9 +654,12 @@ def test_item12_workdir_entries_of_the_wrong_kind_are_found_before_training(copy
         else:
             target.write_text("a file")
         workdirs[case] = workdir
-    deep = tmp_path.joinpath(
-        *["d" * 200] * ((4096 - len(str(tmp_path))) // 201)
-    )  # within PATH_MAX, but not its checkpoints
+    remaining = 4056 - len(
+        str(tmp_path)
+    )  # a workdir path of 4,056 bytes: its files fit in PATH_MAX, not its checkpoints
+    parts = ["d" * 200] * (remaining // 201) + ["e" * (remaining % 201 - 1)] * (remaining % 201 > 1)
+    deep = tmp_path.joinpath(*parts)
+    assert len(str(deep)) in (4055, 4056)
     results = run_cases(*(f"train {TINY} --workdir {w} --epochs 1" for w in [*workdirs.values(), deep]), cwd=tmp_path)
     for (case, (name, message)), result in zip(kinds.items(), results, strict=False):
         line = one_line_error(result)
