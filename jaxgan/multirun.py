@@ -539,7 +539,7 @@ def _train_together(group: Group, resume, load_dataset, progress, log, evaluator
                 rows = {k: {"epoch": epoch, "step": step, **means[k], "seconds": round(seconds, 4),
                             "images_per_s": round(per_run, 1)} for k in sorted(active)}  # fmt: skip
                 if template.eval_every and train.due(template.eval_every, epoch, template.epochs):
-                    evaluator = evaluator or train._evaluator(dataset.name, template, log)
+                    evaluator = evaluator or train._evaluator(dataset.name, template, log, progress)
                     params = member_params(train.sampling_params(state), sorted(active))
                     for k in sorted(active):
                         rows[k].update(evaluator.generator(configs[k], params[k], configs[k].seed))

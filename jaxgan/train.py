@@ -588,7 +588,7 @@ def _train_and_evaluate(
             row = {"epoch": epoch, "step": int(state.step), **means, "seconds": round(seconds, 4),
                    "images_per_s": round(steps_per_epoch * batch_size / seconds, 1)}  # fmt: skip
             if config.eval_every and due(config.eval_every, epoch, config.epochs):
-                evaluator = evaluator or _evaluator(dataset.name, config, log)
+                evaluator = evaluator or _evaluator(dataset.name, config, log, progress)
                 row.update(
                     evaluator.generator(config, sampling_params(state), config.seed, batch_stats=state.g_batch_stats)
                 )
@@ -641,10 +641,11 @@ def summary(config: Config, state: GANState, history: list[dict], first_epoch: i
     )
 
 
-def _evaluator(dataset: str, config: Config, log: Callable[[str], None]):
+def _evaluator(dataset: str, config: Config, log: Callable[[str], None], progress: bool):
+    """The dataset's evaluator; training its classifier shows a progress bar only if the run does."""
     from jaxgan import metrics  # the classifier and scipy only when quality is measured
 
-    return metrics.Evaluator.for_dataset(dataset, data_dir=config.data_dir, log=log)
+    return metrics.Evaluator.for_dataset(dataset, data_dir=config.data_dir, log=log, progress=progress)
 
 
 def _quality_table(config: Config, final: dict, evaluator) -> str:

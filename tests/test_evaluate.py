@@ -123,3 +123,32 @@ def test_from_pt_measures_the_converted_generator(ema_run, quality_cache, tmp_pa
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
     assert evaluate.main(["--from-pt", str(tmp_path / "junk.pt")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.slow  # one tiny epoch
+def test_eval_every_trains_the_classifier_with_a_bar_only_when_the_run_has_one(tmp_path, mnist_5k, monkeypatch):
+    from jaxgan import classifier
+
+    seen = []
+
+    def load_or_train(name, seed=0, **kwargs):
+        seen.append(kwargs["progress"])
+        raise _Stop  # the run is only here to say whether it shows progress
+
+    monkeypatch.setattr(classifier, "load_or_train", load_or_train)
+    data = Dataset(mnist_5k.images[:320], mnist_5k.labels[:320], "mnist-5k")
+    config = preset("tiny").replace(epochs=1, eval_every=1)
+    for progress in (False, True):
+        with pytest.raises(_Stop):
+            train.train_and_evaluate(
+                config,
+                tmp_path / str(progress),
+                load_dataset=data_lib.given(data),
+                progress=progress,
+                log=lambda _: None,
+            )
+    assert seen == [False, True]
