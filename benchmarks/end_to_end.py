@@ -60,13 +60,14 @@ def bench(config: Config, pixels: np.ndarray, labels: np.ndarray, *, repeats: in
     batch_indices = jax.jit(train.epoch_batch_indices, static_argnums=(2, 3))
     chunk = min(config.log_every, num_examples // batch_size)
     holder = {"state": train.create_state(config, 0), "epoch": 0}
+    data = (images, jax.device_put(labels.astype(np.int32))) if config.conditional else (images,)
 
     def jax_epoch():
         holder["epoch"] += 1
         indices = batch_indices(holder["state"].key, holder["epoch"] - 1, num_examples, batch_size)
         with tqdm(disable=True) as bar:
             holder["state"], means = train.run_epoch(
-                holder["state"], (images,), indices, run_steps, epoch=holder["epoch"], chunk=chunk, bar=bar
+                holder["state"], data, indices, run_steps, epoch=holder["epoch"], chunk=chunk, bar=bar
             )
         return means  # host floats: run_epoch has synchronised
 
@@ -77,9 +78,16 @@ def bench(config: Config, pixels: np.ndarray, labels: np.ndarray, *, repeats: in
 
     def torch_epoch():
         losses = []
-        for real, _ in loader:
-            z_d, z_g = torch.randn(real.shape[0], config.latent_dim), torch.randn(real.shape[0], config.latent_dim)
-            losses.append(torch_ref.train_step(state, real, z_d, z_g)["d_loss"])
+        for real, digits in loader:
+            batch = real.shape[0]
+            z_d, z_g = torch.randn(batch, config.latent_dim), torch.randn(batch, config.latent_dim)
+            extras = {}
+            if config.conditional:
+                fake = tuple(torch.randint(0, config.num_classes, (batch,)) for _ in range(2))
+                extras = {"labels": digits, "fake_labels": fake}
+            if config.loss == "wgan-gp":
+                extras["gp_eps"] = torch.rand(batch)
+            losses.append(torch_ref.train_step(state, real, z_d, z_g, **extras)["d_loss"])
         return float(torch.stack(losses).mean())
 
     calls = {"jax": Call(jax_epoch, no_sync)}

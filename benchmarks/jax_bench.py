@@ -43,18 +43,20 @@ def matmul_peak_flops(n: int, repeats: int) -> float:
     return 2 * n**3 / timing.min_s  # the best repeat: the least disturbed by other work
 
 
-def step_on_device(state: train.GANState, images: jax.Array, idx: jax.Array) -> tuple[train.GANState, train.Metrics]:
-    """One step on the batch images[idx]: the device-resident data path, one step per call."""
-    return train.train_step_keyed(state, images[idx])
+def step_on_device(
+    state: train.GANState, images: jax.Array, idx: jax.Array, labels: jax.Array | None = None
+) -> tuple[train.GANState, train.Metrics]:
+    """One step on the batch images[idx] (and labels[idx], conditional): the device-resident data path, one step per call."""
+    return train.train_step_keyed(state, images[idx], None if labels is None else labels[idx])
 
 
-def cost_of_step(step, state: train.GANState, images: jax.Array, idx: jax.Array) -> tuple[float, int]:
+def cost_of_step(step, state: train.GANState, images: jax.Array, idx: jax.Array, labels=None) -> tuple[float, int]:
     """(FLOPs, peak buffer bytes) of the jitted `step_on_device` at these shapes, from XLA's analyses.
 
     Called after the first call, so the compiled executable comes from jax's cache. The peak is
     the step's own buffers (arguments + outputs + temporaries - donated), not the resident images.
     """
-    compiled = step.lower(state, images, idx).compile()
+    compiled = step.lower(state, images, idx, labels).compile()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
     mem = compiled.memory_analysis()
@@ -64,8 +66,9 @@ def cost_of_step(step, state: train.GANState, images: jax.Array, idx: jax.Array)
     return float(cost.get("flops", 0.0)), int(own - images.nbytes)
 
 
-def prepare(config: Config, images: jax.Array, *, steps_per_call: int) -> JaxPrepared:
-    """Compile jaxgan at config.batch_size on device-resident images (N, 28, 28, 1) and time the first calls.
+def prepare(config: Config, images: jax.Array, *, steps_per_call: int, labels: jax.Array | None = None) -> JaxPrepared:
+    """Compile jaxgan at config.batch_size on device-resident images (N, 28, 28, 1) (and their (N,)
+    labels, for a conditional config) and time the first calls.
 
     jax_step: `steps_per_call` calls of the jitted step, state donated, synchronised once at the end.
     jax_scan: one jitted `train_epoch` call (N // B steps), state donated.
@@ -77,24 +80,25 @@ def prepare(config: Config, images: jax.Array, *, steps_per_call: int) -> JaxPre
     step = jax.jit(step_on_device, donate_argnums=0)
     epoch = jax.jit(train.train_epoch, donate_argnums=0)
     holder = {"step": train.create_state(config, 0), "scan": train.create_state(config, 0)}
+    labels = labels if config.conditional else None
 
     def run_steps():
         state = holder["step"]
         for idx in indices:
-            state, metrics = step(state, images, idx)
+            state, metrics = step(state, images, idx, labels)
         holder["step"] = state
         return metrics
 
     def first_step():
-        holder["step"], metrics = step(holder["step"], images, indices[0])
+        holder["step"], metrics = step(holder["step"], images, indices[0], labels)
         return metrics
 
     def run_epoch():
-        holder["scan"], metrics = epoch(holder["scan"], images)
+        holder["scan"], metrics = epoch(holder["scan"], images, labels)
         return metrics
 
     compile_s, _ = time_first_call(first_step, jax.block_until_ready)
-    flops, peak = cost_of_step(step, holder["step"], images, indices[0])
+    flops, peak = cost_of_step(step, holder["step"], images, indices[0], labels)
     scan_compile_s, _ = time_first_call(run_epoch, jax.block_until_ready)
     calls = {
         "jax_step": Call(run_steps, jax.block_until_ready, per=steps_per_call),

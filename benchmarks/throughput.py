@@ -36,7 +36,8 @@ from jaxgan.config import preset
 PROG = "python -m benchmarks.throughput"
 RESULTS = Path(__file__).parent / "results"  # the published results: full runs only
 FULL = {
-    "presets": ["small", "wide", "deep"],  # small-beta09 has small's networks and step: same speed
+    # small-beta09 has small's networks and step: same speed; cgan-small and dcgan: --presets
+    "presets": ["small", "wide", "deep"],
     "batch_sizes": [64, 128, 256, 1024],
     "repeats": 5,
     "matmul_n": 2048,
@@ -102,16 +103,21 @@ def steps_per_call(batch_size: int, quick: bool) -> int:
     return 4 if quick else max(4, min(50, 3200 // batch_size))
 
 
-def run_row(name: str, batch_size: int, images_np, images, args) -> dict:
-    """One preset at one batch size: jaxgan (step, scan) and torch eager (each thread count), timed round-robin."""
+def run_row(name: str, batch_size: int, images_np, images, args, labels_np=None) -> dict:
+    """One preset at one batch size: jaxgan (step, scan) and torch eager (each thread count), timed round-robin.
+    labels_np: the images' (N,) digits (used by conditional presets)."""
     import torch
 
     from benchmarks import torch_bench
 
     config = preset(name).replace(batch_size=batch_size)
     n = steps_per_call(batch_size, args.quick)
-    jx = jax_bench.prepare(config, images, steps_per_call=n)
-    eager = {t: torch_bench.prepare_eager(config, images_np, steps_per_call=n, threads=t) for t in args.torch_threads}
+    labels = jax.device_put(labels_np) if labels_np is not None else None
+    jx = jax_bench.prepare(config, images, steps_per_call=n, labels=labels)
+    eager = {
+        t: torch_bench.prepare_eager(config, images_np, steps_per_call=n, threads=t, labels=labels_np)
+        for t in args.torch_threads
+    }
     calls = {**jx.calls, **{f"torch_{t}": e.call for t, e in eager.items()}}
     timings = time_interleaved(calls, repeats=args.repeats)
     best = min(args.torch_threads, key=lambda t: timings[f"torch_{t}"].median_s)
@@ -119,7 +125,7 @@ def run_row(name: str, batch_size: int, images_np, images, args) -> dict:
     compiled = None
     if args.torch_compile == "all" or (args.torch_compile == "one" and (name, batch_size) == COMPILE_ROW):
         compiled = torch_bench.bench_compiled(
-            config, images_np, steps_per_call=n, repeats=args.repeats, max_compile_s=30.0
+            config, images_np, steps_per_call=n, repeats=args.repeats, max_compile_s=30.0, labels=labels_np
         )
     step, scan, torch_step = timings["jax_step"], timings["jax_scan"], timings[f"torch_{best}"]
     torch_s = torch_step.median_s
@@ -299,7 +305,7 @@ def measure(args: argparse.Namespace, argv: list[str] | None) -> int:
         for batch_size in args.batch_sizes:
             if rows:
                 peaks.append(jax_bench.matmul_peak_flops(args.matmul_n, repeats=max(3, args.repeats)))
-            rows.append(run_row(name, batch_size, images_np, images, args))
+            rows.append(run_row(name, batch_size, images_np, images, args, labels.astype("int32")))
             rows[-1]["matmul_peak_gflops_before"] = peaks[-1] / 1e9
             print(text_table(rows[-1:], peaks[-1]).splitlines()[-1], flush=True)
     peak_flops = max(peaks)

@@ -73,24 +73,42 @@ def step_allocation_peak(state: torch_ref.TorchGAN, step_fn) -> int:
     return max(running, default=0)
 
 
-def make_step(state: torch_ref.TorchGAN, images: torch.Tensor, batch_size: int, step_fn=torch_ref.train_step):
-    """A closure running one step on the next shuffled batch, with fresh noise, as jaxgan does on the device."""
+def make_step(
+    state: torch_ref.TorchGAN,
+    images: torch.Tensor,
+    batch_size: int,
+    step_fn=torch_ref.train_step,
+    labels: torch.Tensor | None = None,
+):
+    """A closure running one step on the next shuffled batch, with fresh noise (and, as the config
+    needs, the batch's labels, fresh fake labels, penalty weights), as jaxgan does on the device."""
     generator = torch.Generator().manual_seed(0)
-    latent_dim = state.config.latent_dim
+    config = state.config
+    latent_dim = config.latent_dim
 
     def one_step():
         idx = torch.randint(0, images.shape[0], (batch_size,), generator=generator)
         z_d, z_g = torch.randn(batch_size, latent_dim), torch.randn(batch_size, latent_dim)
-        return step_fn(state, images[idx], z_d, z_g)
+        extras = {}
+        if config.conditional:
+            extras["labels"] = labels[idx]
+            extras["fake_labels"] = tuple(torch.randint(0, config.num_classes, (batch_size,)) for _ in range(2))
+        if config.loss == "wgan-gp":
+            extras["gp_eps"] = torch.rand(batch_size)
+        return step_fn(state, images[idx], z_d, z_g, **extras)
 
     return one_step
 
 
-def prepare_eager(config: Config, images: np.ndarray, *, steps_per_call: int, threads: int) -> TorchPrepared:
-    """torch_ref.train_step, eager, at `threads` threads, on images (N, 28, 28, 1) float32 in [-1, 1] in one tensor."""
+def prepare_eager(
+    config: Config, images: np.ndarray, *, steps_per_call: int, threads: int, labels: np.ndarray | None = None
+) -> TorchPrepared:
+    """torch_ref.train_step, eager, at `threads` threads, on images (N, 28, 28, 1) float32 in [-1, 1] in one
+    tensor (and their (N,) labels, for a conditional config)."""
     torch.set_num_threads(threads)
     state = torch_ref.create_state(config, 0)
-    one_step = make_step(state, torch.from_numpy(images).permute(0, 3, 1, 2), config.batch_size)
+    targets = None if labels is None else torch.from_numpy(np.asarray(labels, np.int64))
+    one_step = make_step(state, torch.from_numpy(images).permute(0, 3, 1, 2), config.batch_size, labels=targets)
     first_call_s, _ = time_first_call(one_step, no_sync)
     peak = state_bytes(state) + step_allocation_peak(state, one_step)
 
@@ -104,7 +122,13 @@ def prepare_eager(config: Config, images: np.ndarray, *, steps_per_call: int, th
 
 
 def bench_compiled(
-    config: Config, images: np.ndarray, *, steps_per_call: int, repeats: int, max_compile_s: float
+    config: Config,
+    images: np.ndarray,
+    *,
+    steps_per_call: int,
+    repeats: int,
+    max_compile_s: float,
+    labels: np.ndarray | None = None,
 ) -> TorchResult:
     """torch.compile(torch_ref.train_step) (default mode, inductor): the time of its first call and per step.
 
@@ -115,7 +139,9 @@ def bench_compiled(
         torch._dynamo.reset()
         state = torch_ref.create_state(config, 0)
         compiled = torch.compile(torch_ref.train_step)
-        one_step = make_step(state, torch.from_numpy(images).permute(0, 3, 1, 2), config.batch_size, compiled)
+        targets = None if labels is None else torch.from_numpy(np.asarray(labels, np.int64))
+        images_t = torch.from_numpy(images).permute(0, 3, 1, 2)
+        one_step = make_step(state, images_t, config.batch_size, compiled, labels=targets)
         compile_s, _ = time_first_call(one_step, no_sync)
 
         def run_steps():

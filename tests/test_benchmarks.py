@@ -58,6 +58,20 @@ def test_quick_run_ratios_are_finite_and_positive(quick_run):
 
 
 @pytest.mark.slow
+def test_a_conditional_preset_is_benchmarked_with_its_labels(tmp_path):
+    """cgan-small's steps take the batch's digits and fake labels, on both sides and end to end."""
+    argv = ["--quick", "--presets", "cgan-small", "--repeats", "1", "--out", str(tmp_path)]
+    assert throughput.main(argv) == 0
+    (path,) = tmp_path.glob("*.json")
+    result = json.loads(path.read_text())
+    assert [r["preset"] for r in result["rows"]] == ["cgan-small"]
+    for row in [*result["rows"], *result["end_to_end"]]:
+        for key in ("jax_scan_ratio", "ratio"):
+            if key in row:
+                assert math.isfinite(row[key]) and row[key] > 0, (row["preset"], key)
+
+
+@pytest.mark.slow
 def test_markdown_table_has_a_line_per_row(quick_run):
     result, *_ = quick_run
     table = throughput.markdown_table(result["rows"]).splitlines()
