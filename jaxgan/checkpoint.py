@@ -81,6 +81,9 @@ def _os_error(err: BaseException) -> str:
     if re.match(r"(\w+Error: )?NOT_FOUND: ", text):  # tensorstore's file gone, without an os_error_code
         paths = re.findall(r'"(/[^"]*)"', text)
         return f"[Errno {errno.ENOENT}] {os.strerror(errno.ENOENT)}" + (f": {paths[-1]!r}" if paths else "")
+    gone = re.match(r"(\w+Error: )*Checkpoint directory does not exist: (/.*?)\.?$", text)  # orbax's words
+    if gone:
+        return f"[Errno {errno.ENOENT}] {os.strerror(errno.ENOENT)}: {gone[2]!r}"
     return text
 
 

@@ -281,6 +281,10 @@ def test_cli_bad_workdirs_and_checkpoints_exit_2_in_one_line(tmp_path, capsys, d
             "[Errno 2] No such file or directory: '/r/ocdbt/d/0b11'",
         ),
         (
+            "Checkpoint directory does not exist: /r/ckpt/epoch_0002.orbax-checkpoint-tmp/state.",
+            "[Errno 2] No such file or directory: '/r/ckpt/epoch_0002.orbax-checkpoint-tmp/state'",
+        ),
+        (
             'Error opening "/r/ckpt/x" [os_error_code=28] No space left on device',
             "[Errno 28] No space left on device: '/r/ckpt/x'",
         ),
