@@ -156,13 +156,19 @@ def test_resume_flag_needs_a_checkpoint_and_no_resume_starts_over(tmp_path, caps
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["epoch_0001.png", "progress.gif"]
 
 
+def saved_checkpoints(workdir, config, epochs):
+    """Save a fresh state of `config` as the checkpoints of `epochs` in `workdir`; return the state."""
+    state = train.create_state(config, 0)
+    with checkpoint.Checkpointer(workdir, keep=3) as ckpt:
+        for epoch in epochs:
+            ckpt.save(state, epoch, dataset="mnist-5k", num_examples=640)
+    return state
+
+
 def test_a_checkpoint_deleted_while_read_is_looked_up_again(tmp_path, tiny_config, monkeypatch):
     """A live run's keep-K cleanup can delete the checkpoint a reader (generate, evaluate) has just
     listed: the reader lists again and reads what is there."""
-    state = train.create_state(tiny_config, 0)
-    with checkpoint.Checkpointer(tmp_path, keep=3) as ckpt:
-        for epoch in (1, 2):
-            ckpt.save(state, epoch, dataset="mnist-5k", num_examples=640)
+    saved_checkpoints(tmp_path, tiny_config, (1, 2))
     restore, deleted = checkpoint.Checkpointer._restore, []
 
     def cleaned_up_meanwhile(self, epoch):
@@ -178,10 +184,7 @@ def test_a_checkpoint_deleted_while_read_is_looked_up_again(tmp_path, tiny_confi
 def test_a_checkpoint_half_deleted_while_read_is_looked_up_again(tmp_path, tiny_config, monkeypatch):
     """The cleanup may be midway when the read fails (the directory still there, its files going):
     the run has saved a newer checkpoint meanwhile, so the reader lists again and reads that one."""
-    state = train.create_state(tiny_config, 0)
-    with checkpoint.Checkpointer(tmp_path, keep=3) as ckpt:
-        for epoch in (1, 2):
-            ckpt.save(state, epoch, dataset="mnist-5k", num_examples=640)
+    state = saved_checkpoints(tmp_path, tiny_config, (1, 2))
     restore, read = checkpoint.Checkpointer._restore, []
 
     def saved_and_cleaned_up_meanwhile(self, epoch):
@@ -198,9 +201,7 @@ def test_a_checkpoint_half_deleted_while_read_is_looked_up_again(tmp_path, tiny_
 
 def test_listing_lists_again_when_a_step_vanishes_under_it(tmp_path, tiny_config, monkeypatch):
     """orbax's listing stats every step directory: one deleted meanwhile fails it; jaxgan lists again."""
-    state = train.create_state(tiny_config, 0)
-    with checkpoint.Checkpointer(tmp_path, keep=3) as ckpt:
-        ckpt.save(state, 1, dataset="mnist-5k", num_examples=640)
+    saved_checkpoints(tmp_path, tiny_config, (1,))
     with checkpoint.Checkpointer(tmp_path, read_only=True) as reader:
         reload, failures = reader.manager.reload, [FileNotFoundError(2, "gone"), NotADirectoryError(20, "gone")]
 
