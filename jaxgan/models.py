@@ -80,44 +80,111 @@ def activation(name: str, leaky_slope: float):
     return lambda x: nn.leaky_relu(x, negative_slope=leaky_slope)
 
 
-def torch_conv(features: int, kernel: int, stride: int, padding: int, name: str) -> nn.Conv:
-    """PyTorch's Conv2d(in, features, kernel, stride, padding, bias=False) on NHWC inputs.
+def strided_taps(x: jax.Array, axis: int, kernel: int, stride: int, size: int) -> jax.Array:
+    """im2col along one axis: x (..., L, ..., C) -> (..., size, ..., kernel * C).
+
+    Tap t is the strided slice x[t], x[t + stride], ..., `size` long, along `axis`; the taps are
+    stacked on the last axis in (t, C) order.
+    """
+    end = stride * (size - 1) + 1
+    return jnp.concatenate([jax.lax.slice_in_dim(x, t, t + end, stride, axis) for t in range(kernel)], axis=-1)
+
+
+class Conv(nn.Module):
+    """PyTorch's Conv2d(in, features, kernel, stride, padding, bias=False) on NHWC inputs, as
+    im2col and one matrix product.
+
+    x (B, H, W, in) -> (B, H', W', features), H' = (H + 2 * padding - kernel) // stride + 1.
+    The input is zero-padded and unfolded into patches (B, H', W', kernel*kernel*in), rows then
+    columns (`strided_taps`, 2 * kernel slices rather than kernel**2), and multiplied by the
+    kernel reshaped to match. A cross-correlation, as both flax's nn.Conv and torch's Conv2d are;
+    it equals lax.conv up to summation order. XLA's CPU convolutions run several times slower
+    inside the training scan than these matrix products (docs/presets-dcgan.md).
+
+    kernel: (kernel, kernel, in, features), torch's weight (features, in, kernel, kernel)
+    transposed by (2, 3, 1, 0) (the layout of flax's nn.Conv).
+    """
+
+    features: int
+    kernel: int
+    stride: int
+    padding: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k, s, p = self.kernel, self.stride, self.padding
+        kernel = self.param("kernel", dcgan_kernel_init, (k, k, x.shape[-1], self.features))
+        x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+        rows, cols = (x.shape[1] - k) // s + 1, (x.shape[2] - k) // s + 1
+        patches = strided_taps(strided_taps(x, 1, k, s, rows), 2, k, s, cols)  # (B, rows, cols, k*k*in): (j, i, in)
+        return patches @ kernel.transpose(1, 0, 2, 3).reshape(-1, self.features)
+
+
+def torch_conv(features: int, kernel: int, stride: int, padding: int, name: str) -> Conv:
+    """PyTorch's Conv2d(in, features, kernel, stride, padding, bias=False) on NHWC inputs (`Conv`).
 
     Both are cross-correlations; the kernel is (kernel, kernel, in, features), torch's weight
     (features, in, kernel, kernel) transposed by (2, 3, 1, 0).
     """
-    return nn.Conv(
-        features,
-        (kernel, kernel),
-        strides=(stride, stride),
-        padding=((padding, padding), (padding, padding)),
-        use_bias=False,
-        kernel_init=dcgan_kernel_init,
-        name=name,
-    )
+    return Conv(features, kernel, stride, padding, name=name)
 
 
-def torch_conv_transpose(features: int, kernel: int, stride: int, padding: int, name: str) -> nn.ConvTranspose:
-    """PyTorch's ConvTranspose2d(in, features, kernel, stride, padding, bias=False) on NHWC inputs.
+def scatter_taps(taps: jax.Array, axis: int, stride: int) -> jax.Array:
+    """col2im along one axis: taps (kernel, ..., L, ...) -> (..., (L - 1) * stride + kernel, ...).
+
+    taps[t] (its `axis` of length L) is dilated by `stride` and placed at offset t; the kernel
+    placed copies are summed: output[stride * l + t] += taps[t][l].
+    """
+    kernel, zero = taps.shape[0], jnp.zeros((), taps.dtype)
+    placed = [[(0, 0, 0)] * (taps.ndim - 1) for _ in range(kernel)]
+    for t, widths in enumerate(placed):
+        widths[axis] = (t, kernel - 1 - t, stride - 1)
+    return sum(jax.lax.pad(taps[t], zero, widths) for t, widths in enumerate(placed))
+
+
+class ConvTranspose(nn.Module):
+    """PyTorch's ConvTranspose2d(in, features, kernel, stride, padding, bias=False) on NHWC inputs,
+    computed as PyTorch's CPU kernel does: one matrix product, then col2im.
+
+    x (B, H, W, in) -> (B, H', W', features), H' = (H - 1) * stride - 2 * padding + kernel.
+    Input pixel h meets output pixel stride * h - padding + i through kernel tap i: one GEMM gives
+    every tap's product (kernel, kernel, B, H, W, features), col2im (`scatter_taps`, rows then
+    columns: 2 * kernel pads rather than kernel**2) sums them onto the output canvas, and `padding`
+    is cropped from each side. It equals `lax.conv_transpose(..., transpose_kernel=True)` (the
+    gradient of Conv2d: dilated input correlated with the flipped kernel) up to summation order;
+    XLA's CPU convolutions run several times slower inside the training scan (`Conv`).
+
+    kernel: (kernel, kernel, features, in), torch's weight (in, features, kernel, kernel)
+    transposed by (2, 3, 1, 0) (the layout of flax's nn.ConvTranspose with transpose_kernel=True).
+    """
+
+    features: int
+    kernel: int
+    stride: int
+    padding: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k, s, p = self.kernel, self.stride, self.padding
+        kernel = self.param("kernel", dcgan_kernel_init, (k, k, self.features, x.shape[-1]))
+        taps = jnp.einsum("bhwc,ijoc->ijbhwo", x, kernel)  # (k, k, B, H, W, features)
+        rows = scatter_taps(taps, 2, s)  # (k, B, H', W, features): taps[i] placed along H
+        canvas = scatter_taps(rows, 2, s)  # (B, H', W', features): rows[j] placed along W
+        return canvas[:, p : canvas.shape[1] - p, p : canvas.shape[2] - p, :]
+
+
+def torch_conv_transpose(features: int, kernel: int, stride: int, padding: int, name: str) -> ConvTranspose:
+    """PyTorch's ConvTranspose2d(in, features, kernel, stride, padding, bias=False) on NHWC inputs
+    (`ConvTranspose`).
 
     PyTorch's transposed convolution is the gradient of Conv2d: the input dilated by the stride,
-    padded by kernel - 1 - padding on each side, correlated with the spatially flipped kernel.
-    `transpose_kernel=True` makes lax.conv_transpose flip the kernel and swap its channel axes,
-    so the kernel is (kernel, kernel, features, in): torch's weight (in, features, kernel, kernel)
-    transposed by (2, 3, 1, 0), the same permutation as for Conv2d, with no flip in the copy.
+    padded by kernel - 1 - padding on each side, correlated with the spatially flipped kernel;
+    equivalently, every input pixel scatters kernel-weighted copies of itself. The kernel is
+    (kernel, kernel, features, in): torch's weight (in, features, kernel, kernel) transposed by
+    (2, 3, 1, 0), the same permutation as for Conv2d, with no flip in the copy.
     Output size (in - 1) * stride - 2 * padding + kernel, as PyTorch's.
     """
-    edge = kernel - 1 - padding
-    return nn.ConvTranspose(
-        features,
-        (kernel, kernel),
-        strides=(stride, stride),
-        padding=((edge, edge), (edge, edge)),
-        use_bias=False,
-        transpose_kernel=True,
-        kernel_init=dcgan_kernel_init,
-        name=name,
-    )
+    return ConvTranspose(features, kernel, stride, padding, name=name)
 
 
 class BatchNorm(nn.Module):

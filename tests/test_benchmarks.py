@@ -190,3 +190,40 @@ def test_multirun_quick_run_writes_sound_rows(tmp_path):
     (crossover,) = result["crossovers"]
     assert crossover["best_k"] == 2 and result["load_average_start"] is not None
     assert len(multirun_bench.markdown(result["rows"]).splitlines()) == 4
+
+
+@pytest.mark.parametrize("config", [preset("tiny-dcgan"), preset("tiny-dcgan").replace(conditional=True)])
+def test_conv_layers_baseline_is_the_same_network_through_xlas_convolutions(config):
+    """benchmarks.conv_layers' DCGAN of flax nn.Conv / nn.ConvTranspose has jaxgan's parameters and,
+    in train mode, its images, logits and running statistics."""
+    import jax
+
+    from benchmarks import conv_layers
+    from jaxgan import models
+
+    z = jax.random.normal(jax.random.key(1), (8, config.latent_dim))
+    labels = jax.numpy.arange(8) % 10 if config.conditional else None
+    g_vars, d_vars = models.init_variables(config, jax.random.key(0))
+
+    def forward():
+        images, g_stats = models.generate_train(config, g_vars["params"], g_vars["batch_stats"], z, labels)
+        logits, d_stats = models.discriminate_train(config, d_vars["params"], d_vars["batch_stats"], images, labels)
+        return images, logits, g_stats, d_stats
+
+    with conv_layers.xla_layers():
+        assert jax.tree.map(np.shape, models.init_variables(config, jax.random.key(0))) == jax.tree.map(
+            np.shape, (g_vars, d_vars)
+        )
+        xla = forward()
+    assert models.torch_conv is not conv_layers.xla_conv  # the block restored jaxgan's layers
+    for got, want in zip(jax.tree.leaves(forward()), jax.tree.leaves(xla), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_layers_refuses_an_mlp_preset(capsys):
+    from benchmarks import conv_layers
+
+    with pytest.raises(SystemExit) as exit_info:
+        conv_layers.main(["--preset", "small"])
+    assert exit_info.value.code == 2
+    assert "--preset small is an MLP" in capsys.readouterr().err

@@ -162,7 +162,29 @@ def test_every_preset_has_the_same_parameters_and_buffers_as_torch_ref(name):
 # ---------------------------------------------------------------- 2. the building blocks
 
 
-@pytest.mark.parametrize(("kernel", "stride", "padding", "size"), [(4, 2, 1, 7), (4, 2, 1, 14), (7, 1, 0, 1)])
+# The DCGAN's layers, and one shape the DCGAN does not use (odd kernel, stride not dividing it).
+TRANSPOSE_SHAPES = [(4, 2, 1, 7), (4, 2, 1, 14), (7, 1, 0, 1), (3, 2, 0, 9)]
+CONV_SHAPES = [(4, 2, 1, 28), (4, 2, 1, 14), (7, 1, 0, 7), (3, 2, 0, 9)]
+
+
+@pytest.mark.parametrize(("kernel", "stride", "padding", "size"), CONV_SHAPES)
+def test_conv_is_torchs_with_a_transposed_kernel(kernel, stride, padding, size):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 5, size, size)).astype(np.float32)  # NCHW, 5 channels in
+    weight = rng.normal(size=(6, 5, kernel, kernel)).astype(np.float32)  # torch: (out, in, k, k)
+    expected = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(weight), stride=stride, padding=padding)
+    layer = models.torch_conv(6, kernel, stride, padding, name="layer")
+    kernel_flax = weight.transpose(2, 3, 1, 0)  # (k, k, in, out)
+    out = layer.apply({"params": {"kernel": kernel_flax}}, x.transpose(0, 2, 3, 1))
+    assert out.shape[1:] == nchw_to_nhwc(expected).shape[1:]
+    gap = rel_gap(out, nchw_to_nhwc(expected))
+    swapped = layer.apply({"params": {"kernel": kernel_flax.transpose(1, 0, 2, 3)}}, x.transpose(0, 2, 3, 1))
+    factor = rel_gap(swapped, nchw_to_nhwc(expected)) / OUTPUT_TOL
+    print(f"PARITY conv k{kernel} s{stride} p{padding}: gap {gap:.3g}; kernel rows and columns swapped {factor:.0f}x")
+    assert gap <= OUTPUT_TOL and factor >= MIN_FACTOR
+
+
+@pytest.mark.parametrize(("kernel", "stride", "padding", "size"), TRANSPOSE_SHAPES)
 def test_conv_transpose_is_torchs_with_a_transposed_unflipped_kernel(kernel, stride, padding, size):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(3, 5, size, size)).astype(np.float32)  # NCHW, 5 channels in
