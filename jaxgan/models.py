@@ -135,11 +135,14 @@ def scatter_taps(taps: jax.Array, axis: int, stride: int) -> jax.Array:
     taps[t] (its `axis` of length L) is dilated by `stride` and placed at offset t; the kernel
     placed copies are summed: output[stride * l + t] += taps[t][l].
     """
-    kernel, zero = taps.shape[0], jnp.zeros((), taps.dtype)
-    placed = [[(0, 0, 0)] * (taps.ndim - 1) for _ in range(kernel)]
-    for t, widths in enumerate(placed):
+    kernel = taps.shape[0]
+
+    def placed(t: int) -> jax.Array:
+        widths = [(0, 0, 0)] * (taps.ndim - 1)  # (low, high, interior) padding of each axis of taps[t]
         widths[axis] = (t, kernel - 1 - t, stride - 1)
-    return sum(jax.lax.pad(taps[t], zero, widths) for t, widths in enumerate(placed))
+        return jax.lax.pad(taps[t], jnp.zeros((), taps.dtype), widths)
+
+    return sum(placed(t) for t in range(kernel))
 
 
 class ConvTranspose(nn.Module):
