@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 import torch_ref
+from benchmarks import torch_bench
 from benchmarks.timing import Call, Timing, no_sync, time_interleaved
 from jaxgan import train
 from jaxgan.config import Config
@@ -81,12 +82,7 @@ def bench(config: Config, pixels: np.ndarray, labels: np.ndarray, *, repeats: in
         for real, digits in loader:
             batch = real.shape[0]
             z_d, z_g = torch.randn(batch, config.latent_dim), torch.randn(batch, config.latent_dim)
-            extras = {}
-            if config.conditional:
-                fake = tuple(torch.randint(0, config.num_classes, (batch,)) for _ in range(2))
-                extras = {"labels": digits, "fake_labels": fake}
-            if config.loss == "wgan-gp":
-                extras["gp_eps"] = torch.rand(batch)
+            extras = torch_bench.step_extras(config, batch, digits)
             losses.append(torch_ref.train_step(state, real, z_d, z_g, **extras)["d_loss"])
         return float(torch.stack(losses).mean())
 

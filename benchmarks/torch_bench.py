@@ -73,6 +73,18 @@ def step_allocation_peak(state: torch_ref.TorchGAN, step_fn) -> int:
     return max(running, default=0)
 
 
+def step_extras(config: Config, batch_size: int, labels: torch.Tensor | None) -> dict:
+    """torch_ref.train_step's inputs beyond images and noise, fresh for one step as jaxgan draws them
+    on the device: the batch's `labels` (B,) and fake labels (conditional), penalty weights (wgan-gp)."""
+    extras = {}
+    if config.conditional:
+        extras["labels"] = labels
+        extras["fake_labels"] = tuple(torch.randint(0, config.num_classes, (batch_size,)) for _ in range(2))
+    if config.loss == "wgan-gp":
+        extras["gp_eps"] = torch.rand(batch_size)
+    return extras
+
+
 def make_step(
     state: torch_ref.TorchGAN,
     images: torch.Tensor,
@@ -89,12 +101,7 @@ def make_step(
     def one_step():
         idx = torch.randint(0, images.shape[0], (batch_size,), generator=generator)
         z_d, z_g = torch.randn(batch_size, latent_dim), torch.randn(batch_size, latent_dim)
-        extras = {}
-        if config.conditional:
-            extras["labels"] = labels[idx]
-            extras["fake_labels"] = tuple(torch.randint(0, config.num_classes, (batch_size,)) for _ in range(2))
-        if config.loss == "wgan-gp":
-            extras["gp_eps"] = torch.rand(batch_size)
+        extras = step_extras(config, batch_size, None if labels is None else labels[idx])
         return step_fn(state, images[idx], z_d, z_g, **extras)
 
     return one_step
