@@ -239,24 +239,33 @@ def main(argv: list[str] | None = None, *, load_dataset=None) -> int:
                 return train_group(config, explicit, args, workdir, load_dataset)
             if args.group_mode is not None:
                 raise cli.UsageError("--group-mode is for a group of runs (--seeds, or lists for --lr or --beta1)")
-            try:
-                train.train_and_evaluate(
-                    config,
-                    workdir,
-                    resume=args.resume,
-                    explicit=explicit,
-                    load_dataset=load_dataset,
-                    progress=not args.no_progress,
-                )
-            except train.Diverged as err:
-                print(f"{PROG}: error: {err}", file=sys.stderr)
-                return 1
-            except signals.Interrupted as err:
-                print(f"{PROG}: {err}", file=sys.stderr)
-                return 128 + err.signum
-        return 0
+            status, _ = run_training(
+                train.train_and_evaluate,
+                config,
+                workdir,
+                resume=args.resume,
+                explicit=explicit,
+                load_dataset=load_dataset,
+                progress=not args.no_progress,
+            )
+            return status
 
     return cli.run(PROG, body)
+
+
+def run_training(train_fn, *args, **kwargs) -> tuple[int, typing.Any]:
+    """(exit status, result) of `train_fn(*args, **kwargs)`: 0 when it returns, 1 with one line when
+    training diverged, 128 + N when signal N stopped it (its checkpoint is saved)."""
+    from jaxgan import signals, train
+
+    try:
+        return 0, train_fn(*args, **kwargs)
+    except train.Diverged as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 1, None
+    except signals.Interrupted as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
+        return 128 + err.signum, None
 
 
 def is_group(workdir: str) -> bool:
@@ -265,25 +274,21 @@ def is_group(workdir: str) -> bool:
 
 def train_group(config, explicit: frozenset[str], args: argparse.Namespace, workdir: str, load_dataset) -> int:
     """A group of runs (`multirun.train_group`) -> the exit status."""
-    from jaxgan import multirun, signals, train
+    from jaxgan import multirun
 
-    try:
-        result = multirun.train_group(
-            config,
-            args.lists,
-            workdir,
-            resume=args.resume,
-            explicit=explicit,
-            mode=args.group_mode or "vmap",
-            load_dataset=load_dataset,
-            progress=not args.no_progress,
-        )
-    except train.Diverged as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 1
-    except signals.Interrupted as err:
-        print(f"{PROG}: {err}", file=sys.stderr)
-        return 128 + err.signum
+    status, result = run_training(
+        multirun.train_group,
+        config,
+        args.lists,
+        workdir,
+        resume=args.resume,
+        explicit=explicit,
+        mode=args.group_mode or "vmap",
+        load_dataset=load_dataset,
+        progress=not args.no_progress,
+    )
+    if status:
+        return status
     if result.frozen:
         names = ", ".join(result.frozen)
         print(
