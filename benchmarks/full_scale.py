@@ -26,7 +26,6 @@ Writes OUT/full-scale-<device>.json and prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import resource
@@ -190,13 +189,12 @@ def spawn_child(kind: str, args: argparse.Namespace, argv: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace, argv: list[str] | None) -> int:
-    from benchmarks.timing import cpu_model, load_average
+    from benchmarks.timing import load_average
 
     started = time.perf_counter()
     load_start = load_average()
     user_argv = list(sys.argv[1:] if argv is None else argv)
 
-    import jax
     import torch
 
     from benchmarks import end_to_end, jax_bench
@@ -215,17 +213,9 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     load_after_epochs = load_average()
     child_argv = [*user_argv, "--torch-threads", str(e2e.torch_threads)]  # the last --torch-threads counts
     children = {kind: spawn_child(kind, args, child_argv) for kind in CHILD_KINDS}  # one at a time
-    device = jax_bench.device_name()
     result = {
-        "device": device,
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "versions": {"python": sys.version.split()[0], "jax": jax.__version__, "torch": torch.__version__},
-        "command": ("python -m benchmarks.full_scale " + " ".join(user_argv)).strip(),
-        "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
-        "load_average_start": load_start,
+        **jax_bench.run_record("full_scale", user_argv, load_start),
         "load_average_after_epochs": load_after_epochs,
-        "load_average_end": load_average(),
         "dataset": str(directory),
         "examples": len(pixels),
         "preset": args.preset,
@@ -245,7 +235,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
         "seconds": round(time.perf_counter() - started, 1),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"full-scale-{device}.json"
+    path = args.out / f"full-scale-{result['device']}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(markdown(result))
     print(f"\n{path}; {result['seconds']:.0f} s in all, load average {load_start} -> {result['load_average_end']}")

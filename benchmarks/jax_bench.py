@@ -4,11 +4,15 @@ and a measured matmul peak of the same device (the roofline)."""
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import os
+import sys
+from importlib import metadata
 
 import jax
 import jax.numpy as jnp
 
-from benchmarks.timing import Call, cpu_model, slug, time_calls, time_first_call
+from benchmarks.timing import Call, cpu_model, load_average, slug, time_calls, time_first_call
 from jaxgan import train
 from jaxgan.config import Config
 
@@ -28,10 +32,24 @@ def device_name() -> str:
     """A file-name-safe name of the device jax runs on, e.g. cpu-amd-epyc-2core or gpu-nvidia-h100-80gb-hbm3."""
     device = jax.devices()[0]
     if device.platform == "cpu":
-        import os
-
         return f"cpu-{slug(cpu_model())}-{os.cpu_count()}core"
     return f"{device.platform}-{slug(device.device_kind)}"
+
+
+def run_record(script: str, argv: list[str], load_start: list[float] | None) -> dict:
+    """The fields every benchmark's JSON starts with: where and with what it ran, the command that
+    reproduces it, when, and the load averages before and now (what else ran on the machine)."""
+    return {
+        "device": device_name(),
+        "device_kind": jax.devices()[0].device_kind,
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "versions": {"python": sys.version.split()[0], "jax": jax.__version__, "torch": metadata.version("torch")},
+        "command": " ".join(["python -m benchmarks." + script, *argv]),
+        "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
+        "load_average_start": load_start,
+        "load_average_end": load_average(),
+    }
 
 
 def matmul_peak_flops(n: int, repeats: int) -> float:

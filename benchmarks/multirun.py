@@ -20,7 +20,6 @@ seconds-long smoke run (tiny preset, B=32, K = 1, 2).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import sys
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 
 from benchmarks import jax_bench, torch_bench
-from benchmarks.timing import Call, cpu_model, load_average, time_interleaved
+from benchmarks.timing import Call, load_average, time_interleaved
 from jaxgan import data as data_lib
 from jaxgan import multirun, train
 from jaxgan.config import preset
@@ -85,6 +84,20 @@ def compile_stats(jitted, state, images, indices) -> tuple[float, float]:
     return seconds, (total - stats.alias_size_in_bytes - images.nbytes) / 2**20
 
 
+def prepare(steps_fn, state, images, indices, steps: int) -> tuple[Call, float, float]:
+    """Jit `steps_fn(state, images, indices)` with the state donated, compile it, and return (a call that
+    runs `steps` steps and carries the state on, its compile time, XLA MiB)."""
+    run = jax.jit(steps_fn, donate_argnums=0)
+    compile_s, megabytes = compile_stats(run, state, images, indices)
+    holder = {"state": state}
+
+    def call():
+        holder["state"], metrics = run(holder["state"], images, indices)
+        return metrics
+
+    return Call(call, jax.block_until_ready, per=steps), compile_s, megabytes
+
+
 def prepare_group(config, images, num_runs: int, steps: int) -> tuple[Call, float, float]:
     """(timed call of K runs x `steps` steps, its compile time, XLA MiB) for one vmapped program."""
     state = multirun.stack([train.create_state(config.replace(seed=s), s) for s in range(num_runs)], config)
@@ -92,15 +105,7 @@ def prepare_group(config, images, num_runs: int, steps: int) -> tuple[Call, floa
     keys = jax.random.split(jax.random.key(0), num_runs)
     indices = multirun.group_batch_indices(keys, 0, images.shape[0], config.batch_size)  # (K, steps/epoch, B)
     indices = jax.numpy.resize(indices, (num_runs, steps, config.batch_size))
-    run = jax.jit(multirun.group_steps, donate_argnums=0)
-    compile_s, megabytes = compile_stats(run, state, images, indices)
-    holder = {"state": state}
-
-    def call():
-        holder["state"], metrics = run(holder["state"], images, indices)
-        return metrics
-
-    return Call(call, jax.block_until_ready, per=steps), compile_s, megabytes
+    return prepare(multirun.group_steps, state, images, indices, steps)
 
 
 def prepare_single(config, images, steps: int) -> tuple[Call, float, float]:
@@ -108,15 +113,7 @@ def prepare_single(config, images, steps: int) -> tuple[Call, float, float]:
     state = train.create_state(config, 0)
     indices = train.epoch_batch_indices(state.key, 0, images.shape[0], config.batch_size)
     indices = jax.numpy.resize(indices, (steps, config.batch_size))
-    run = jax.jit(train.train_steps, donate_argnums=0)
-    compile_s, megabytes = compile_stats(run, state, images, indices)
-    holder = {"state": state}
-
-    def call():
-        holder["state"], metrics = run(holder["state"], images, indices)
-        return metrics
-
-    return Call(call, jax.block_until_ready, per=steps), compile_s, megabytes
+    return prepare(train.train_steps, state, images, indices, steps)
 
 
 def run_row(name: str, batch_size: int, images_np: np.ndarray, images, args) -> list[dict]:
@@ -216,17 +213,8 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
         for batch_size in args.batch_sizes:
             rows += run_row(name, batch_size, images_np, images, args)
             print(markdown(rows[-len(args.runs) :]).splitlines()[-1], flush=True)
-    command = "python -m benchmarks.multirun " + " ".join(sys.argv[1:] if argv is None else argv)
     result = {
-        "device": device,
-        "device_kind": jax.devices()[0].device_kind,
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "versions": {"python": sys.version.split()[0], "jax": jax.__version__, "torch": torch.__version__},
-        "command": command.strip(),
-        "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
-        "load_average_start": load_start,
-        "load_average_end": load_average(),
+        **jax_bench.run_record("multirun", sys.argv[1:] if argv is None else argv, load_start),
         "quick": args.quick,
         "repeats": args.repeats,
         "rows": rows,

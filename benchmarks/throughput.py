@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import math
 import os
@@ -28,7 +27,7 @@ from pathlib import Path
 import jax
 
 from benchmarks import jax_bench
-from benchmarks.timing import cpu_model, load_average, time_interleaved
+from benchmarks.timing import load_average, time_interleaved
 from jaxgan import data as data_lib
 from jaxgan.cli import OneLineParser, UsageError, require, run
 from jaxgan.config import preset
@@ -280,7 +279,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def measure(args: argparse.Namespace, argv: list[str] | None) -> int:
     """Run the benchmark, write its JSON and plot, print its tables; exit status 0."""
-    import torch
 
     from benchmarks import end_to_end
 
@@ -330,17 +328,8 @@ def measure(args: argparse.Namespace, argv: list[str] | None) -> int:
                 "torch_threads": r.torch_threads,
             }
         )
-    command = "python -m benchmarks.throughput " + " ".join(sys.argv[1:] if argv is None else argv)
     result = {
-        "device": device,
-        "device_kind": jax.devices()[0].device_kind,
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "versions": {"python": sys.version.split()[0], "jax": jax.__version__, "torch": torch.__version__},
-        "command": command.strip(),
-        "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
-        "load_average_start": load_start,
-        "load_average_end": load_average(),
+        **jax_bench.run_record("throughput", sys.argv[1:] if argv is None else argv, load_start),
         "quick": args.quick,
         "repeats": args.repeats,
         "examples": args.examples,
