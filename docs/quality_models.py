@@ -23,10 +23,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import quality_table  # noqa: E402  (docs/quality_table.py, beside this script: its table helpers)
 
 from jaxgan import data as data_lib  # noqa: E402
 from jaxgan import metrics, sampling, train, visualize  # noqa: E402
@@ -46,17 +46,8 @@ KEYS = ("fd", "score", "coverage_kl", "max_prob", "cond_acc")
 DIGITS = (1, 2, 3, 3, 3)
 
 
-def mean_std(values: list[float], digits: int) -> str:
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
-
-
 def table_row(name: str, steps_text: str, results: list[dict]) -> str:
-    cells = [mean_std([r[k] for r in results if k in r], d) for k, d in zip(KEYS, DIGITS, strict=True)]
-    return f"| {name} | {steps_text} | " + " | ".join(cells) + " |"
+    return quality_table.table_row(name, steps_text, results, KEYS, DIGITS)
 
 
 def row_config(row: str, seed: int, epochs: int | None):
@@ -127,20 +118,16 @@ def main() -> None:
         results["rows"][row] = {"preset": name, "changes": changes, "runs": runs, "floor": floor}
         print(lines[-2], flush=True)
     results["ceiling"] = ceilings
-    header = [
+    caption = (
         f"FD@{evaluator.n} (lower is better), classifier score (max 10), coverage KL to uniform (0 = all digits "
         "equally often, 2.303 = one digit), mean max-probability, conditional accuracy (the share of images "
         f"read as the digit asked for; 0.1 = chance); seeds {args.seeds}; classifier test accuracy {accuracy:.1%} "
-        f"on {evaluator.classifier.info['heldout_images']} held-out images.",
-        "",
-        "| generator | steps | FD@1000 ↓ | score ↑ | coverage KL ↓ | max-prob ↑ | cond. acc. ↑ |",
-        "|---|---|---|---|---|---|---|",
-        table_row("real training images (ceiling)", "—", ceilings),
-    ]
-    table = "\n".join(header + lines) + "\n"
-    (out / f"{args.name}.md").write_text(table)
+        f"on {evaluator.classifier.info['heldout_images']} held-out images."
+    )
+    header = "| generator | steps | FD@1000 ↓ | score ↑ | coverage KL ↓ | max-prob ↑ | cond. acc. ↑ |"
+    ceiling = table_row("real training images (ceiling)", "—", ceilings)
+    quality_table.write_table(out, args.name, caption, header, [ceiling, *lines])
     (out / f"{args.name}.json").write_text(json.dumps(results, indent=1) + "\n")
-    print(table)
     print(f"took {time.time() - started:.0f}s", flush=True)
 
 

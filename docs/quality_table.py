@@ -33,17 +33,30 @@ from jaxgan import metrics, models, sampling, train, visualize  # noqa: E402
 from jaxgan.config import preset  # noqa: E402
 
 KEYS = ("fd", "score", "coverage_kl", "max_prob")
+DIGITS = (1, 2, 3, 3)
 
 
 def mean_std(values: list[float], digits: int) -> str:
+    """Mean ± std over seeds (sample std) as text; the value alone for one seed, "—" for none."""
+    if not values:
+        return "—"
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
     return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
-def table_row(name: str, steps_text: str, results: list[dict]) -> str:
-    cells = [mean_std([r[k] for r in results], d) for k, d in zip(KEYS, (1, 2, 3, 3), strict=True)]
+def table_row(name: str, steps_text: str, results: list[dict], keys=KEYS, digits=DIGITS) -> str:
+    """One markdown row: each key's mean ± std over the results that have it."""
+    cells = [mean_std([r[k] for r in results if k in r], d) for k, d in zip(keys, digits, strict=True)]
     return f"| {name} | {steps_text} | " + " | ".join(cells) + " |"
+
+
+def write_table(out: Path, name: str, caption: str, header: str, rows: list[str]) -> None:
+    """Write and print OUT/NAME.md: the caption, then the markdown table of `header` and `rows`."""
+    rule = "|" + "---|" * header.count(" | ") + "---|"
+    table = "\n".join([caption, "", header, rule, *rows]) + "\n"
+    (out / f"{name}.md").write_text(table)
+    print(table)
 
 
 def main() -> None:
@@ -141,19 +154,14 @@ def main() -> None:
         results[name] = per_row
     results["ceiling"] = ceilings
     results["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    header = [
+    caption = (
         f"FD@{evaluator.n} (lower is better), classifier score (max 10), coverage KL to uniform (0 = all digits "
         f"equally often, 2.303 = one digit), mean max-probability; mean ± std over seeds {args.seeds}; "
-        f"classifier test accuracy {accuracy:.1%} on {evaluator.classifier.info['heldout_images']} held-out images.",
-        "",
-        "| generator | steps | FD@1000 | score | coverage KL | max-prob |",
-        "|---|---|---|---|---|---|",
-        table_row("real training images (ceiling)", "—", ceilings),
-    ]
-    table = "\n".join(header + lines) + "\n"
-    (out / f"{args.name}.md").write_text(table)
+        f"classifier test accuracy {accuracy:.1%} on {evaluator.classifier.info['heldout_images']} held-out images."
+    )
+    header = "| generator | steps | FD@1000 | score | coverage KL | max-prob |"
+    write_table(out, args.name, caption, header, [table_row("real training images (ceiling)", "—", ceilings), *lines])
     (out / f"{args.name}.json").write_text(json.dumps(results, indent=1) + "\n")
-    print(table)
     print(f"took {time.time() - started:.0f}s", flush=True)
 
 
