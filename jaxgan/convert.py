@@ -284,27 +284,38 @@ def pt_to_rundir(pt: str | Path, workdir: str | Path, config: Config | None = No
     """A new jaxgan run directory holding the .pt file's weights as its epoch-0 checkpoint.
 
     ConvertError for a directory that holds checkpoints, and, unless `force`, for any non-empty one
-    (its config.json would be replaced)."""
-    from jaxgan import checkpoint
+    (its config.json would be replaced); UserError naming the PID when a run holds the directory's lock
+    (`rundir.RunDir.lock`, taken here too while writing)."""
+    from jaxgan import checkpoint, rundir
 
     workdir = Path(workdir)
-    if workdir.exists() and not workdir.is_dir():
-        raise ConvertError(f"{str(workdir)!r} exists and is not a directory")
-    if checkpoint.epochs_in(workdir):
-        raise ConvertError(f"{str(workdir)!r} already holds checkpoints; choose a new directory")
-    if workdir.is_dir() and any(workdir.iterdir()) and not force:
-        raise ConvertError(
-            f"{str(workdir)!r} is not empty; choose a new directory, or add --force to write into it "
-            "(replacing its config.json)"
-        )
-    state = load_pt(pt, config)
+
+    def check_target() -> None:
+        if workdir.exists() and not workdir.is_dir():
+            raise ConvertError(f"{str(workdir)!r} exists and is not a directory")
+        if checkpoint.epochs_in(workdir):
+            raise ConvertError(f"{str(workdir)!r} already holds checkpoints; choose a new directory")
+        if workdir.is_dir() and any(p.name != rundir.LOCK for p in workdir.iterdir()) and not force:
+            raise ConvertError(
+                f"{str(workdir)!r} is not empty; choose a new directory, or add --force to write into it "
+                "(replacing its config.json)"
+            )
+
+    check_target()
+    state = load_pt(pt, config)  # before anything is created: a bad .pt file changes nothing
     dataset = "mnist-5k" if state.config.dataset in ("auto", "mnist-5k") else state.config.dataset
     num_examples = 5000 if dataset == "mnist-5k" else 60000
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(json.dumps(state.config.to_dict(), indent=2) + "\n")
-    with checkpoint.Checkpointer(workdir, keep=state.config.keep_checkpoints) as checkpointer:
-        checkpointer.save(state, 0, dataset=dataset, num_examples=num_examples)
-        checkpointer.wait()
+    run = rundir.RunDir(workdir)
+    run.lock()
+    try:
+        check_target()  # again under the lock: a run may have started here meanwhile
+        run.config.write_text(json.dumps(state.config.to_dict(), indent=2) + "\n")
+        with checkpoint.Checkpointer(workdir, keep=state.config.keep_checkpoints) as checkpointer:
+            checkpointer.save(state, 0, dataset=dataset, num_examples=num_examples)
+            checkpointer.wait()
+    finally:
+        run.release()
     return workdir
 
 

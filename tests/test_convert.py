@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxgan import checkpoint, convert, generate, models, train
+from jaxgan import checkpoint, convert, generate, models, rundir, train
 from jaxgan.config import PRESETS, preset
 
 torch = pytest.importorskip("torch")
@@ -185,6 +185,28 @@ def test_cli_rundir_to_pt_to_rundir_and_generate(tiny_rundir, tmp_path, capsys):
     assert generate.main(["--from-pt", str(pt), "--num", "4", "--out", str(outs[2])]) == 0
     images = [np.load(o) for o in outs]
     assert np.array_equal(images[0], images[1]) and np.array_equal(images[0], images[2])
+
+
+def test_converting_into_a_directory_a_run_holds_is_refused_and_changes_nothing(tiny_rundir, tmp_path, capsys):
+    rundir_path, _ = tiny_rundir
+    pt = tmp_path / "g.pt"
+    assert convert.main([str(rundir_path), str(pt)]) == 0
+    live = tmp_path / "live"  # a run that is starting: it holds the lock and has written its config
+    live.mkdir()
+    (live / "config.json").write_text("the run's own config")
+    run = rundir.RunDir(live)
+    run.lock()
+    try:
+        capsys.readouterr()
+        assert convert.main([str(pt), str(live), "--force"]) == 2
+        err = capsys.readouterr().err
+        assert "is in use by another run (PID" in err and err.count("\n") == 1, err
+        assert (live / "config.json").read_text() == "the run's own config" and not checkpoint.epochs_in(live)
+    finally:
+        run.release()
+    assert convert.main([str(pt), str(live), "--force"]) == 0  # the run has ended: --force writes into it
+    assert checkpoint.epochs_in(live) == [0]
+    assert convert.main([str(pt), str(tmp_path / "fresh")]) == 0  # its own lock file makes no directory non-empty
 
 
 def test_cli_bad_input_exits_2_in_one_line(tiny_rundir, tmp_path, capsys):
