@@ -2,13 +2,15 @@
 vmapped epoch scan: `python -m jaxgan.train --seeds 0-7 [--lr 1e-4,2e-4] [--beta1 0.5,0.9]`.
 
 The group's state is one `train.GANState` whose every leaf has a leading run axis (K, ...):
-the members' params, Adam states, steps and PRNG keys, stacked (`stack`). Its static config is
+the members' params, Adam states, steps, PRNG keys and (a DCGAN's) BatchNorm statistics, stacked
+(`stack`). Its static config is
 the group's template (member 0's). What differs between members is data, not config: the seed
 lives in each member's key, and a swept lr or beta1 in `GANState.adam` (float32 arrays (K,),
 `optim.AdamHyper`), so one compilation serves the whole grid. `train.train_steps` and
 `train.epoch_batch_indices` are vmapped over the run axis as they are: each member shuffles
-and draws its noise from its own key exactly as the single run with its seed does, and equals
-that run up to float32 reduction order (docs/multirun.md gives the measured gaps).
+and draws its noise (and a conditional GAN's fake labels) from its own key exactly as the single
+run with its seed does, and equals that run up to float32 reduction order (docs/multirun.md gives
+the measured gaps). The dataset's images and labels are shared by every member.
 
     WORKDIR/group.json       the template config, the lists, and the frozen (diverged) runs
             seed_3/          each member's own run directory (`jaxgan.rundir`; seed_3-lr_0.0002/
@@ -180,9 +182,10 @@ def unstack(group: train.GANState, configs: list[Config]) -> list[train.GANState
     ]
 
 
-def group_steps(group: train.GANState, images: jax.Array, batch_indices: jax.Array):
-    """`train.train_steps` of every member: batch_indices (K, steps, B) -> (group, metrics each (K, steps))."""
-    return jax.vmap(train.train_steps, in_axes=(0, None, 0))(group, images, batch_indices)
+def group_steps(group: train.GANState, images: jax.Array, batch_indices: jax.Array, labels: jax.Array | None = None):
+    """`train.train_steps` of every member: batch_indices (K, steps, B) -> (group, metrics each (K, steps)).
+    images (N, 28, 28, 1) and a conditional GAN's labels (N,) are every member's."""
+    return jax.vmap(train.train_steps, in_axes=(0, None, 0, None))(group, images, batch_indices, labels)
 
 
 def group_batch_indices(keys: jax.Array, epoch: jax.Array | int, num_examples: int, batch_size: int) -> jax.Array:
@@ -191,15 +194,16 @@ def group_batch_indices(keys: jax.Array, epoch: jax.Array | int, num_examples: i
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def group_generate(config: Config, g_params, z: jax.Array) -> jax.Array:
-    """Every member's generator on its own noise: z (K, n, latent_dim) -> (K, n, 28, 28, 1)."""
-    return jax.vmap(lambda params, z: models.generate(config, params, z))(g_params, z)
+def group_generate(config: Config, g_params, z: jax.Array, labels: jax.Array | None = None, batch_stats=None):
+    """Every member's generator (eval mode) on its own inputs: z (K, n, latent_dim), a conditional
+    GAN's labels (K, n), a DCGAN's running batch_stats (K, ...) -> images (K, n, 28, 28, 1)."""
+    return jax.vmap(lambda *args: models.generate(config, *args))(g_params, z, labels, batch_stats)
 
 
 @jax.jit
 def members_finite(group: train.GANState) -> jax.Array:
-    """(K,) bool: every parameter of the member is finite."""
-    return jax.vmap(lambda s: train.all_finite((s.g_params, s.d_params)))(group)
+    """(K,) bool: every parameter (and BatchNorm statistic) of the member is finite."""
+    return jax.vmap(lambda s: train.all_finite((s.g_params, s.d_params, s.g_batch_stats, s.d_batch_stats)))(group)
 
 
 def devices_for(num_runs: int, num_devices: int) -> int:
@@ -244,13 +248,15 @@ class RunPlacement:
     def replicate(self, tree):
         return self._put(tree, self.mesh and self.replicated)
 
-    def jit_steps(self) -> Callable:
-        """Jitted `group_steps(group, images, batch_indices)`; the group is donated."""
+    def jit_steps(self, with_labels: bool = False) -> Callable:
+        """Jitted `group_steps(group, images, batch_indices[, labels])`; the group is donated.
+        with_labels: it is called with the dataset's labels too (a conditional GAN), replicated."""
         if self.mesh is None:
             return jax.jit(group_steps, donate_argnums=0)
+        labels = (self.replicated,) if with_labels else ()
         return jax.jit(
             group_steps,
-            in_shardings=(self.runs, self.replicated, self.runs),
+            in_shardings=(self.runs, self.replicated, self.runs, *labels),
             out_shardings=(self.runs, self.runs),
             donate_argnums=0,
         )
@@ -314,8 +320,9 @@ class GroupResult:
     frozen: dict[str, str]
 
 
-def run_group_epoch(group, images, indices, run_steps, *, epoch: int, first_step: int, chunk: int, bar, active):
+def run_group_epoch(group, data, indices, run_steps, *, epoch: int, first_step: int, chunk: int, bar, active):
     """One epoch of the group, batches `indices` (K, steps, B), in jitted chunks of `chunk` steps.
+    data: `group_steps`' dataset arguments, (images,) or, for a conditional GAN, (images, labels).
 
     Returns the group, the epoch means of METRIC_NAMES per active member (k -> dict), and the
     members that diverged in this epoch (k -> why), no longer in `active`.
@@ -323,7 +330,7 @@ def run_group_epoch(group, images, indices, run_steps, *, epoch: int, first_step
     per_step = {k: {name: [] for name in train.METRIC_NAMES} for k in active}
     diverged: dict[int, str] = {}
     for first in range(0, indices.shape[1], chunk):
-        group, metrics = run_steps(group, images, indices[:, first : first + chunk])
+        group, metrics = run_steps(group, data[0], indices[:, first : first + chunk], *data[1:])
         metrics = jax.device_get(metrics)  # the one host sync per chunk: each (K, n)
         for k in sorted(active - set(diverged)):
             mine = {name: metrics[name][k] for name in train.METRIC_NAMES}
@@ -390,11 +397,6 @@ def train_group(
     (having saved every active member's checkpoint), UserError for what cannot work.
     """
     log = log or (lambda msg: tqdm.write(msg, file=sys.stdout))
-    if config.arch != "mlp" or config.conditional:
-        raise UserError(
-            "--seeds, --lr and --beta1 lists train the MLP presets without --conditional; "
-            "train dcgan and conditional configs one run at a time"
-        )
     if mode not in MODES:
         raise UserError(f"--group-mode must be one of {', '.join(MODES)}, got {mode!r}")
     if jax.process_count() > 1:
@@ -499,15 +501,20 @@ def _train_together(group: Group, resume, load_dataset, progress, log, evaluator
     batch_size, steps_per_epoch = template.batch_size, num_examples // template.batch_size
     chunk = min(template.log_every, steps_per_epoch)
     placement = RunPlacement(num_runs)
-    run_steps, batch_indices = placement.jit_steps(), placement.jit_batch_indices()
+    run_steps, batch_indices = placement.jit_steps(with_labels=template.conditional), placement.jit_batch_indices()
     images = placement.replicate(dataset.images)  # (N, 28, 28, 1), on every device
-    check_memory(run_steps, state, images, chunk, batch_size, placement)
+    data = (images, placement.replicate(dataset.labels)) if template.conditional else (images,)  # labels (N,)
+    check_memory(run_steps, state, data, chunk, batch_size, placement)
     for k in sorted(active):  # only now that the group fits: the runs' files
         if epoch0 == 0:
             runs[k].clear_outputs()
         runs[k].begin(configs[k], dataset.name, dataset.description, histories[k])
     state = placement.split(state)
-    grid_noise = placement.split(np.stack([train.sampling_grid_noise(s)[0] for s in states]))  # (K, grid**2, latent)
+    grid_inputs = [train.sampling_grid_noise(s) for s in states]  # each member's (noise, digits or None)
+    grid_noise = placement.split(np.stack([noise for noise, _ in grid_inputs]))  # (K, grid**2, latent)
+    grid_labels = (
+        placement.split(np.stack([d for _, d in grid_inputs])) if template.conditional else None
+    )  # (K, grid**2)
     swept = ", ".join(f"{n} {','.join(map(str, v))}" for n, v in group.lists.items() if len(v) > 1)
     resumed = f", resuming after epoch {epoch0}" if epoch0 else ""
     log(f"jaxgan: {train.plural(num_runs, 'run')} in one program ({swept}), preset {template.preset}, "
@@ -524,7 +531,7 @@ def _train_together(group: Group, resume, load_dataset, progress, log, evaluator
                 with tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{template.epochs}", unit="step", leave=False,
                           disable=not progress) as bar:  # fmt: skip
                     state, means, diverged = run_group_epoch(
-                        state, images, indices, run_steps, epoch=epoch, first_step=(epoch - 1) * steps_per_epoch,
+                        state, data, indices, run_steps, epoch=epoch, first_step=(epoch - 1) * steps_per_epoch,
                         chunk=chunk, bar=bar, active=active,
                     )  # fmt: skip
                 for k, why in diverged.items():
@@ -541,15 +548,20 @@ def _train_together(group: Group, resume, load_dataset, progress, log, evaluator
                 if template.eval_every and train.due(template.eval_every, epoch, template.epochs):
                     evaluator = evaluator or train._evaluator(dataset.name, template, log, progress)
                     params = member_params(train.sampling_params(state), sorted(active))
+                    stats = member_params(state.g_batch_stats, sorted(active))  # a DCGAN's; else None each
                     for k in sorted(active):
-                        rows[k].update(evaluator.generator(configs[k], params[k], configs[k].seed))
+                        rows[k].update(
+                            evaluator.generator(configs[k], params[k], configs[k].seed, batch_stats=stats[k])
+                        )
                     log(format_quality_line(list(rows.values())))
                 for k, row in rows.items():
                     histories[k].append(row)
                     runs[k].append(row)
                 log(format_group_line(epoch, template.epochs, step, list(rows.values()), seconds, per_run))
                 if train.due(template.sample_every, epoch, template.epochs):
-                    grids = np.asarray(group_generate(template, train.sampling_params(state), grid_noise))
+                    grids = np.asarray(group_generate(
+                        template, train.sampling_params(state), grid_noise, grid_labels, state.g_batch_stats
+                    ))  # fmt: skip
                     for k in sorted(active):
                         runs[k].save_grid(grids[k], epoch, template.grid_size)
                 stop_signal = stop.agreed()
@@ -626,20 +638,24 @@ def member_params(params, members: list[int]) -> dict[int, object]:
 
 
 def format_quality_line(rows: list[dict]) -> str:
-    col = {name: [r[name] for r in rows] for name in ("fd", "score", "coverage_kl", "max_prob")}
+    col = {
+        name: [r[name] for r in rows if name in r] for name in ("fd", "score", "coverage_kl", "max_prob", "cond_acc")
+    }
+    conditional = f"  conditional accuracy {show(col['cond_acc'], '.3f')}" if col["cond_acc"] else ""
     return (
         f"  quality ({train.plural(len(rows), 'run')}): FD@{rows[0]['fd_n']} {show(col['fd'], '.2f')}  "
         f"score {show(col['score'], '.2f')}  coverage KL {show(col['coverage_kl'], '.3f')}  "
-        f"max-prob {show(col['max_prob'], '.3f')}"
+        f"max-prob {show(col['max_prob'], '.3f')}{conditional}"
     )
 
 
-def check_memory(run_steps, state, images, chunk: int, batch_size: int, placement: RunPlacement) -> None:
-    """UserError (`check_fits`) when XLA's buffers for one chunk of the group exceed the free memory."""
+def check_memory(run_steps, state, data, chunk: int, batch_size: int, placement: RunPlacement) -> None:
+    """UserError (`check_fits`) when XLA's buffers for one chunk of the group exceed the free memory.
+    data: (images,) or (images, labels), as `run_group_epoch` gets them."""
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
     indices = jax.ShapeDtypeStruct((placement.num_runs, chunk, batch_size), jnp.int32)
     try:
-        stats = run_steps.lower(abstract, images, indices).compile().memory_analysis()
+        stats = run_steps.lower(abstract, data[0], indices, *data[1:]).compile().memory_analysis()
     except jax.errors.JaxRuntimeError as err:
         if "RESOURCE_EXHAUSTED" in str(err):
             raise UserError(out_of_memory_advice(placement.num_runs)) from None
@@ -666,7 +682,7 @@ def finish_group(group: Group, states, histories: list[list[dict]], log) -> Grou
     return GroupResult(members, states, histories, group.frozen)
 
 
-SUMMARY_KEYS = ("d_loss", "g_loss", "d_real", "d_fake", "fd", "score", "coverage_kl", "max_prob")
+SUMMARY_KEYS = ("d_loss", "g_loss", "d_real", "d_fake", "fd", "score", "coverage_kl", "max_prob", "cond_acc")
 
 
 def summarize(members: list[Member], histories: list[list[dict]], frozen: dict[str, str]) -> dict:
