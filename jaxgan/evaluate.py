@@ -99,12 +99,13 @@ def evaluate_group(args: argparse.Namespace, log=None) -> dict:
             "step": int(restored.state.step),
             "generator_weights": loaded.weights,
             "frozen": saved["frozen"].get(member.name),
-            "generator": evaluator.generator(config, loaded.params, args.seed),
+            "generator": evaluator.generator(config, loaded.params, args.seed, batch_stats=loaded.batch_stats),
         }
     if evaluator is None:
         raise UsageError(f"no run of the group in {args.workdir} has a checkpoint yet")
     good = [run["generator"] for run in runs.values() if not run["frozen"]]
-    stats = {key: multirun.mean_std([m[key] for m in good]) for key in metrics.METRIC_KEYS} if good else {}
+    keys = (*metrics.METRIC_KEYS, "cond_acc") if config.conditional else metrics.METRIC_KEYS
+    stats = {key: multirun.mean_std([m[key] for m in good]) for key in keys} if good else {}
     return {
         "workdir": str(args.workdir),
         "dataset": dataset,
@@ -112,7 +113,7 @@ def evaluate_group(args: argparse.Namespace, log=None) -> dict:
         "runs": runs,
         "mean": {key: s[0] for key, s in stats.items()},
         "std": {key: s[1] for key, s in stats.items()},
-        "ceiling": evaluator.ceiling(args.seed),
+        "ceiling": evaluator.ceiling(args.seed, conditional=config.conditional),
         "floor": evaluator.floor(config, args.seed),
     }
 
@@ -133,9 +134,10 @@ def print_group(result: dict) -> None:
     if result["mean"]:
         mean, std = result["mean"], result["std"]
         pm = lambda key, spec: format(mean[key], spec) + ("" if std[key] is None else f" ± {std[key]:{spec}}")  # noqa: E731
+        conditional = f"  cond acc {pm('cond_acc', '.3f')}" if "cond_acc" in mean else ""
         print(
             f"mean ± std over {good} run(s): FD {pm('fd', '.2f')}  score {pm('score', '.2f')}  "
-            f"coverage KL {pm('coverage_kl', '.3f')}  max-prob {pm('max_prob', '.3f')}"
+            f"coverage KL {pm('coverage_kl', '.3f')}  max-prob {pm('max_prob', '.3f')}{conditional}"
         )
 
 

@@ -323,9 +323,12 @@ def test_every_presets_first_and_last_members_equal_single_runs(name, tmp_path, 
     [preset("tiny-dcgan"), preset("tiny").replace(conditional=True)],
     ids=["tiny-dcgan", "tiny-conditional"],
 )
-def test_batch_norm_and_conditional_members_equal_single_runs(config, tmp_path, mnist_5k, evaluator):
+def test_batch_norm_and_conditional_members_equal_single_runs(
+    config, tmp_path, mnist_5k, evaluator, quality_cache, monkeypatch, capsys
+):
     """A DCGAN's running statistics and a conditional GAN's labels in a group: seeds 0 and 1, one epoch
-    of 256 images drawn over every digit (8 steps), evaluated; each member equals its single run."""
+    of 256 images drawn over every digit (8 steps), evaluated; each member equals its single run, and
+    `jaxgan.evaluate` of the group measures what training measured."""
     every = np.linspace(0, len(mnist_5k.images) - 1, 256).astype(int)
     data = mnist_5k._replace(images=mnist_5k.images[every], labels=mnist_5k.labels[every])
     config = config.replace(dataset="mnist-5k", epochs=1, eval_every=1)
@@ -342,6 +345,13 @@ def test_batch_norm_and_conditional_members_equal_single_runs(config, tmp_path, 
     summary = json.loads((tmp_path / "group" / "summary.json").read_text())
     assert "fd" in summary["mean"] and ("cond_acc" in summary["mean"]) == config.conditional
     assert ("conditional accuracy" in log) == config.conditional
+    monkeypatch.setenv("JAXGAN_CACHE", str(quality_cache))
+    capsys.readouterr()
+    assert evaluate.main(["--workdir", str(tmp_path / "group"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    # --seed 0 draws the noise training evaluated seed_0 with (in eval mode, with its own statistics).
+    assert result["runs"]["seed_0"]["generator"]["fd"] == pytest.approx(summary["runs"]["seed_0"]["fd"], rel=1e-4)
+    assert ("cond_acc" in result["mean"]) == ("cond_acc" in result["ceiling"]) == config.conditional
 
 
 @jax.jit
