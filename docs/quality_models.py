@@ -105,7 +105,10 @@ def main() -> None:
             config = state.config
             raw.append(evaluator.generator(config, state.g_params, seed, batch_stats=state.g_batch_stats))
             floor.append(evaluator.floor(config, seed))
-            runs.append({"seed": seed, "steps": int(state.step), "epochs": config.epochs, "raw": raw[-1]})
+            epochs = int(state.step) // (
+                len(dataset.images) // config.batch_size
+            )  # a finished run resumed: epochs unresolved
+            runs.append({"seed": seed, "steps": int(state.step), "epochs": epochs, "raw": raw[-1]})
             if seed == args.seeds[0]:
                 z, labels = sampling.grid_inputs(config, state.key)
                 images = sampling.images_of(config, state.g_params, z, labels, state.g_batch_stats)
