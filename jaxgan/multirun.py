@@ -3,8 +3,7 @@ vmapped epoch scan: `python -m jaxgan.train --seeds 0-7 [--lr 1e-4,2e-4] [--beta
 
 The group's state is one `train.GANState` whose every leaf has a leading run axis (K, ...):
 the members' params, Adam states, steps, PRNG keys and (a DCGAN's) BatchNorm statistics, stacked
-(`stack`). Its static config is
-the group's template (member 0's). What differs between members is data, not config: the seed
+(`stack`). Its static config is the group's template (member 0's). What differs between members is data, not config: the seed
 lives in each member's key, and a swept lr or beta1 in `GANState.adam` (float32 arrays (K,),
 `optim.AdamHyper`), so one compilation serves the whole grid. `train.train_steps` and
 `train.epoch_batch_indices` are vmapped over the run axis as they are: each member shuffles
