@@ -202,7 +202,7 @@ def group_generate(config: Config, g_params, z: jax.Array, labels: jax.Array | N
 @jax.jit
 def members_finite(group: train.GANState) -> jax.Array:
     """(K,) bool: every parameter (and BatchNorm statistic) of the member is finite."""
-    return jax.vmap(lambda s: train.all_finite((s.g_params, s.d_params, s.g_batch_stats, s.d_batch_stats)))(group)
+    return jax.vmap(lambda s: train.all_finite(train.learned(s)))(group)
 
 
 def devices_for(num_runs: int, num_devices: int) -> int:

@@ -363,6 +363,12 @@ class Diverged(Exception):
     """Training produced a non-finite loss or parameter; the message names the step and metric."""
 
 
+def learned(state: GANState) -> tuple:
+    """What training changes and divergence can spoil: both networks' params and (a DCGAN's)
+    BatchNorm running statistics."""
+    return (state.g_params, state.d_params, state.g_batch_stats, state.d_batch_stats)
+
+
 @jax.jit
 def all_finite(tree) -> jax.Array:
     """True when every leaf of `tree` is finite (one scalar, computed on the device)."""
@@ -394,7 +400,7 @@ def run_epoch(state, data, indices, run_steps, *, epoch: int, chunk: int, bar) -
             per_step[name].append(metrics[name])
         bar.update(len(metrics["d_loss"]))
         bar.set_postfix(d_loss=f"{metrics['d_loss'][-1]:.3f}", g_loss=f"{metrics['g_loss'][-1]:.3f}")
-    if not all_finite((state.g_params, state.d_params, state.g_batch_stats, state.d_batch_stats)):
+    if not all_finite(learned(state)):
         raise Diverged(f"the parameters are not finite after epoch {epoch}")
     # Means over the epoch's steps in one fixed order: the same for any chunk size.
     return state, {name: float(np.mean(np.concatenate(per_step[name]), dtype=np.float64)) for name in METRIC_NAMES}
