@@ -29,10 +29,16 @@ IMAGES = 320  # 10 steps per epoch at the tiny preset's batch of 32
 FLAGS = "--preset tiny --dataset mnist-5k --no-progress"
 PARAM_ATOL = 1e-6  # float32 reduction order; measured gaps are 1e-7 to 3e-7 (pytest -s prints them)
 METRIC_RTOL = 1e-5
-# gloo's C++ logs share the children's stdout; two of its threads can interleave one message mid-line
-GLOO_LOG = re.compile(
-    r"\[Gloo\] Rank \d+ is connected to \d+|\s*peer ranks\. Expected number of connected peer ranks is : \d+"
+# gloo's C++ logs share the children's stdout, written piece by piece ("[Gloo] Rank ", "2",
+# " is connected to ", "3", ...) by several threads, so pieces of two messages can interleave anywhere
+GLOO_PIECES = re.compile(
+    r"\[Gloo\] Rank |\d+| is connected to |\s*peer ranks\. Expected number of connected peer ranks is : "
 )
+
+
+def without_gloo_log(stdout: str) -> str:
+    """What a child printed once gloo's pieces (and every digit and blank) are taken out."""
+    return re.sub(r"\s+", "", GLOO_PIECES.sub("", stdout))
 
 
 def child_env(devices: int, **extra: str) -> dict[str, str]:
@@ -171,8 +177,7 @@ def test_two_processes_equal_one_and_only_process_0_writes(tmp_path, reference):
     for proc, (out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0 and out.splitlines()[-1] == "exit 0", err
     assert "on 4 CPU devices in 2 processes (data-parallel)" in outputs[0][0]
-    own_lines = [line for line in GLOO_LOG.sub("", outputs[1][0]).splitlines() if line.strip()]
-    assert own_lines == ["exit 0"]  # process 1 logs nothing
+    assert without_gloo_log(outputs[1][0]) == "exit"  # process 1 prints nothing of its own
     assert_same_run(workdir, reference, epoch=1)
     assert len((workdir / "metrics.jsonl").read_text().splitlines()) == 1
     assert sorted(p.name for p in (workdir / "samples").iterdir()) == ["epoch_0001.png", "progress.gif"]
