@@ -307,7 +307,7 @@ def pt_to_rundir(pt: str | Path, workdir: str | Path, config: Config | None = No
     num_examples = 5000 if dataset == "mnist-5k" else 60000
     workdir.mkdir(parents=True, exist_ok=True)
     run = rundir.RunDir(workdir)
-    run.lock()
+    run.lock(elsewhere="another target directory")
     try:
         check_target()  # again under the lock: a run may have started here meanwhile
         run.config.write_text(json.dumps(state.config.to_dict(), indent=2) + "\n")

@@ -83,10 +83,10 @@ class RunDir:
                 f"and this system allows {limit:,} (PATH_MAX); use a shorter --workdir"
             )
 
-    def lock(self) -> None:
+    def lock(self, elsewhere: str = "another --workdir") -> None:
         """Hold WORKDIR/.lock (an exclusive `fcntl.flock`) until `release` or the end of the process: the
         OS drops it when the process dies, even by kill -9, so no stale lock is left. UserError naming
-        the holder's PID when another run holds it."""
+        the holder's PID when another run holds it, advising to wait or use `elsewhere`."""
         if self._lock is not None:
             return
         path = self.workdir / LOCK
@@ -101,7 +101,7 @@ class RunDir:
             os.close(fd)
             raise UserError(
                 f"workdir {str(self.workdir)!r} is in use by another run ({holder}); "
-                "wait for it to finish, or use another --workdir"
+                f"wait for it to finish, or use {elsewhere}"
             ) from None
         except OSError:  # a file system without locks: train without one
             os.close(fd)

@@ -201,6 +201,7 @@ def test_converting_into_a_directory_a_run_holds_is_refused_and_changes_nothing(
         assert convert.main([str(pt), str(live), "--force"]) == 2
         err = capsys.readouterr().err
         assert "is in use by another run (PID" in err and err.count("\n") == 1, err
+        assert err.rstrip().endswith("wait for it to finish, or use another target directory"), err
         assert (live / "config.json").read_text() == "the run's own config" and not checkpoint.epochs_in(live)
     finally:
         run.release()
