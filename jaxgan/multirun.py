@@ -501,8 +501,7 @@ def _train_together(group: Group, resume, load_dataset, progress, log, evaluator
     chunk = min(template.log_every, steps_per_epoch)
     placement = RunPlacement(num_runs)
     run_steps, batch_indices = placement.jit_steps(with_labels=template.conditional), placement.jit_batch_indices()
-    images = placement.replicate(dataset.images)  # (N, 28, 28, 1), on every device
-    data = (images, placement.replicate(dataset.labels)) if template.conditional else (images,)  # labels (N,)
+    data = train.device_data(template, dataset, placement.replicate)  # on every device
     check_memory(run_steps, state, data, chunk, batch_size, placement)
     for k in sorted(active):  # only now that the group fits: the runs' files
         if epoch0 == 0:

@@ -346,6 +346,13 @@ def train_steps(
     return jax.lax.scan(body, state, (batch_indices, z_d, z_g, extras))
 
 
+def device_data(config: Config, dataset: data_lib.Dataset, replicate: Callable[[Any], Any]) -> tuple:
+    """`train_steps`' dataset arguments, put on every device by `replicate`: (images,) (N, 28, 28, 1),
+    or for a conditional GAN (images, labels (N,))."""
+    images = replicate(dataset.images)
+    return (images, replicate(dataset.labels)) if config.conditional else (images,)
+
+
 def train_epoch(state: GANState, images: jax.Array, labels: jax.Array | None = None) -> tuple[GANState, Metrics]:
     """Every step of one epoch in one call; the epoch is state.step // steps_per_epoch.
 
@@ -566,8 +573,7 @@ def _train_and_evaluate(
         if start.epoch == 0:
             run.clear_outputs()
         run.begin(config, dataset.name, dataset.description, history)
-    images = placement.replicate(dataset.images)  # (N, 28, 28, 1), stays on the device(s)
-    data = (images, placement.replicate(dataset.labels)) if config.conditional else (images,)  # labels (N,)
+    data = device_data(config, dataset, placement.replicate)  # stays on the device(s)
     state = placement.replicate(start.state.replace(config=config))
     batch_size = config.batch_size
     steps_per_epoch = num_examples // batch_size
