@@ -105,9 +105,8 @@ def main() -> None:
             config = state.config
             raw.append(evaluator.generator(config, state.g_params, seed, batch_stats=state.g_batch_stats))
             floor.append(evaluator.floor(config, seed))
-            epochs = int(state.step) // (
-                len(dataset.images) // config.batch_size
-            )  # a finished run resumed: epochs unresolved
+            # from the steps: a finished run's resumed config leaves epochs unresolved (None)
+            epochs = int(state.step) // (len(dataset.images) // config.batch_size)
             runs.append({"seed": seed, "steps": int(state.step), "epochs": epochs, "raw": raw[-1]})
             if seed == args.seeds[0]:
                 z, labels = sampling.grid_inputs(config, state.key)
