@@ -3,13 +3,14 @@ vmapped epoch scan: `python -m jaxgan.train --seeds 0-7 [--lr 1e-4,2e-4] [--beta
 
 The group's state is one `train.GANState` whose every leaf has a leading run axis (K, ...):
 the members' params, Adam states, steps, PRNG keys and (a DCGAN's) BatchNorm statistics, stacked
-(`stack`). Its static config is the group's template (member 0's). What differs between members is data, not config: the seed
-lives in each member's key, and a swept lr or beta1 in `GANState.adam` (float32 arrays (K,),
-`optim.AdamHyper`), so one compilation serves the whole grid. `train.train_steps` and
-`train.epoch_batch_indices` are vmapped over the run axis as they are: each member shuffles
-and draws its noise (and a conditional GAN's fake labels) from its own key exactly as the single
-run with its seed does, and equals that run up to float32 reduction order (docs/multirun.md gives
-the measured gaps). The dataset's images and labels are shared by every member.
+(`stack`). Its static config is the group's template (member 0's). What differs between members
+is data, not config: the seed lives in each member's key, and a swept lr or beta1 in
+`GANState.adam` (float32 arrays (K,), `optim.AdamHyper`), so one compilation serves the whole
+grid. `train.train_steps` and `train.epoch_batch_indices` are vmapped over the run axis as they
+are: each member shuffles and draws its noise (and a conditional GAN's fake labels) from its own
+key exactly as the single run with its seed does, and equals that run up to float32 reduction
+order (docs/multirun.md gives the measured gaps). The dataset's images and labels are shared by
+every member.
 
     WORKDIR/group.json       the template config, the lists, and the frozen (diverged) runs
             seed_3/          each member's own run directory (`jaxgan.rundir`; seed_3-lr_0.0002/
