@@ -136,7 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         flag = "--" + field.name.replace("_", "-")
         mark = " *" if field.metadata["resumable"] else ""
-        help_text = f"{field.metadata['help']} (default: {_show(getattr(defaults, field.name))}){mark}"
+        help_text = field.metadata["help"]
+        if "(default:" not in help_text:  # a field whose help says what its automatic value is keeps that
+            help_text += f" (default: {_show(getattr(defaults, field.name))})"
+        help_text += mark
         if hints[field.name] is bool:
             kind = {"action": argparse.BooleanOptionalAction}
         elif field.name in SWEEPABLE:

@@ -144,3 +144,22 @@ def test_module_entry_point_exit_status_and_help(tmp_path):
         "--data-dir",
     ):
         assert flag in helped.stdout
+
+
+def test_every_config_flag_says_its_default_once():
+    """--help names each flag's default exactly once (a help text that explains its automatic value
+    keeps that explanation, without a second "(default: None)")."""
+    import dataclasses
+    import re
+
+    from jaxgan import config as config_lib
+
+    parser = train_cli.build_parser()
+    actions = {a.dest: a for a in parser._actions}
+    for field in dataclasses.fields(config_lib.Config):
+        if field.name == "preset":
+            continue
+        text = actions[field.name].help
+        assert text.count("(default:") == 1, (field.name, text)
+        assert "(default: None)" not in text, field.name
+    assert "(default: None)" not in re.sub(r"\s+", " ", parser.format_help())
