@@ -7,7 +7,7 @@ jaxgan's convolutions as matrix products, side by side in one run.
 jaxgan.models.Conv / ConvTranspose compute PyTorch's Conv2d / ConvTranspose2d as im2col + GEMM and
 GEMM + col2im. The alternative is flax's nn.Conv / nn.ConvTranspose (XLA's convolution op), with
 the same parameters; `xla_layers()` swaps them in. Both variants train the same state on the same
-random images with one jitted `train.train_epoch` (a lax.scan) each, timed round-robin; the
+random images with one jitted `steps.train_epoch` (a lax.scan) each, timed round-robin; the
 printed ratio is xla seconds / jaxgan seconds per step, with the first call (trace + compile + run)
 and the largest difference of the first epoch's metrics.
 """
@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.timing import Call, load_average, time_first_call, time_interleaved
-from jaxgan import models, train
+from jaxgan import models, steps
 from jaxgan.config import preset
 
 
@@ -72,8 +72,8 @@ def compiled_epoch(layers, config, images: jax.Array, labels: jax.Array | None) 
     the first epoch's metrics (steps,) per name)."""
     with layers():
         # a new function per variant, traced inside the block: jit would reuse an earlier trace
-        epoch = jax.jit(lambda state, images, labels: train.train_epoch(state, images, labels))
-        state = train.create_state(config, 0)
+        epoch = jax.jit(lambda state, images, labels: steps.train_epoch(state, images, labels))
+        state = steps.create_state(config, 0)
         first_s, (_, metrics) = time_first_call(lambda: epoch(state, images, labels), jax.block_until_ready)
     return Call(lambda: epoch(state, images, labels), jax.block_until_ready), first_s, metrics
 

@@ -1,6 +1,6 @@
 """One training epoch including the input pipeline.
 
-jaxgan: the data path of `jaxgan.train.fit` (images device-resident, the epoch's shuffle
+jaxgan: the data path of `jaxgan.train.train_and_evaluate` (images device-resident, the epoch's shuffle
 computed on the device, `run_epoch`'s jitted chunks, metrics to the host once per chunk).
 Seeds: a `Dataset` with a per-sample transform (ToTensor + Normalize, written in plain torch)
 through `torch.utils.data.DataLoader(batch_size=64, shuffle=True)` feeding torch_ref's step.
@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 import torch_ref
 from benchmarks import torch_bench
 from benchmarks.timing import Call, Timing, no_sync, time_interleaved
-from jaxgan import train
+from jaxgan import steps, train
 from jaxgan.config import Config
 
 
@@ -57,20 +57,22 @@ def bench(config: Config, pixels: np.ndarray, labels: np.ndarray, *, repeats: in
     # jaxgan, as train_and_evaluate runs an epoch.
     images = jax.device_put((pixels.astype(np.float32) / np.float32(255.0) - np.float32(0.5)) / np.float32(0.5))
     num_examples, batch_size = len(pixels), config.batch_size
-    run_steps = jax.jit(train.train_steps, donate_argnums=0)
-    batch_indices = jax.jit(train.epoch_batch_indices, static_argnums=(2, 3))
+    run_steps = jax.jit(train.RUNS_STEPS["map"], donate_argnums=0)
+    batch_indices = jax.jit(steps.runs_batch_indices, static_argnums=(2, 3))
     chunk = min(config.log_every, num_examples // batch_size)
-    holder = {"state": train.create_state(config, 0), "epoch": 0}
+    holder = {"state": steps.stack([steps.create_state(config, 0)], config), "epoch": 0}  # a run of one
     data = (images, jax.device_put(labels.astype(np.int32))) if config.conditional else (images,)
 
     def jax_epoch():
         holder["epoch"] += 1
-        indices = batch_indices(holder["state"].key, holder["epoch"] - 1, num_examples, batch_size)
+        indices = batch_indices(holder["state"].key, holder["epoch"] - 1, num_examples, batch_size)  # (1, steps, B)
+        first_step = (holder["epoch"] - 1) * (num_examples // batch_size)
         with tqdm(disable=True) as bar:
-            holder["state"], means = train.run_epoch(
-                holder["state"], data, indices, run_steps, epoch=holder["epoch"], chunk=chunk, bar=bar
-            )
-        return means  # host floats: run_epoch has synchronised
+            holder["state"], means, _ = train.run_epoch(
+                holder["state"], data, indices, run_steps, epoch=holder["epoch"], first_step=first_step, chunk=chunk,
+                bar=bar, active={0},
+            )  # fmt: skip
+        return means[0]  # host floats: run_epoch has synchronised
 
     # The seeds' train.
     torch.manual_seed(0)

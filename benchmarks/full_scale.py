@@ -80,7 +80,7 @@ def child_jax(args: argparse.Namespace, since: float) -> dict:
     from tqdm.auto import tqdm
 
     from jaxgan import data as data_lib
-    from jaxgan import train
+    from jaxgan import steps, train
     from jaxgan.config import preset
 
     marks["imported_s"] = _now(since)
@@ -90,22 +90,23 @@ def child_jax(args: argparse.Namespace, since: float) -> dict:
     num_examples = len(images_np)
     config = preset(args.preset).replace(batch_size=args.batch_size)
     images = jax.device_put(images_np)
-    state = train.create_state(config, config.seed)
-    run_steps = jax.jit(train.train_steps, donate_argnums=0)
-    batch_indices = jax.jit(train.epoch_batch_indices, static_argnums=(2, 3))
-    steps = num_examples // config.batch_size
-    chunk = min(config.log_every, steps)
-    indices = batch_indices(state.key, 0, num_examples, config.batch_size)  # (steps, B)
+    state = steps.stack([steps.create_state(config, config.seed)], config)  # a run of one, as the loop trains it
+    run_steps = jax.jit(train.RUNS_STEPS["map"], donate_argnums=0)
+    batch_indices = jax.jit(steps.runs_batch_indices, static_argnums=(2, 3))
+    num_steps = num_examples // config.batch_size
+    chunk = min(config.log_every, num_steps)
+    indices = batch_indices(state.key, 0, num_examples, config.batch_size)  # (1, steps, B)
     jax.block_until_ready((images, state, indices))
     marks["state_ready_s"] = _now(since)
-    state, metrics = run_steps(state, images, indices[:chunk])  # compiles, then runs `chunk` steps
+    state, metrics = run_steps(state, images, indices[:, :chunk])  # compiles, then runs `chunk` steps
     jax.device_get(metrics)  # the loop's host sync: the first steps' losses are on the host
     marks["first_chunk_s"] = _now(since)
-    if steps > chunk:  # the rest of the epoch, as the loop runs it
+    if num_steps > chunk:  # the rest of the epoch, as the loop runs it
         with tqdm(disable=True) as bar:
-            state, _ = train.run_epoch(state, (images,), indices[chunk:], run_steps, epoch=1, chunk=chunk, bar=bar)
+            state, _, _ = train.run_epoch(state, (images,), indices[:, chunk:], run_steps, epoch=1, first_step=chunk,
+                                          chunk=chunk, bar=bar, active={0})  # fmt: skip
     marks["epoch_1_done_s"] = _now(since)
-    memory = run_steps.lower(state, images, indices[:chunk]).compile().memory_analysis()
+    memory = run_steps.lower(state, images, indices[:, :chunk]).compile().memory_analysis()
     stats = jax.devices()[0].memory_stats() or {}
     live = sum(x.nbytes for x in jax.live_arrays())
     return {
@@ -113,7 +114,7 @@ def child_jax(args: argparse.Namespace, since: float) -> dict:
         "chunk": chunk,
         "marks": marks,
         "time_to_first_chunk_s": marks["first_chunk_s"],
-        "steps_per_epoch": steps,
+        "steps_per_epoch": num_steps,
         "peak_rss_bytes": peak_rss_bytes(),
         "device": jax.devices()[0].platform,
         "device_peak_bytes": stats.get("peak_bytes_in_use"),

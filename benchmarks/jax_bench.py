@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.timing import Call, cpu_model, load_average, slug, time_calls, time_first_call
-from jaxgan import train
+from jaxgan import steps
 from jaxgan.config import Config
 
 
@@ -62,13 +62,13 @@ def matmul_peak_flops(n: int, repeats: int) -> float:
 
 
 def step_on_device(
-    state: train.GANState, images: jax.Array, idx: jax.Array, labels: jax.Array | None = None
-) -> tuple[train.GANState, train.Metrics]:
+    state: steps.GANState, images: jax.Array, idx: jax.Array, labels: jax.Array | None = None
+) -> tuple[steps.GANState, steps.Metrics]:
     """One step on the batch images[idx] (and labels[idx], conditional): the device-resident data path, one step per call."""
-    return train.train_step_keyed(state, images[idx], None if labels is None else labels[idx])
+    return steps.train_step_keyed(state, images[idx], None if labels is None else labels[idx])
 
 
-def cost_of_step(step, state: train.GANState, images: jax.Array, idx: jax.Array, labels=None) -> tuple[float, int]:
+def cost_of_step(step, state: steps.GANState, images: jax.Array, idx: jax.Array, labels=None) -> tuple[float, int]:
     """(FLOPs, peak buffer bytes) of the jitted `step_on_device` at these shapes, from XLA's analyses.
 
     Called after the first call, so the compiled executable comes from jax's cache. The peak is
@@ -93,11 +93,11 @@ def prepare(config: Config, images: jax.Array, *, steps_per_call: int, labels: j
     """
     batch_size = config.batch_size
     num_examples = images.shape[0]
-    indices = train.epoch_batch_indices(jax.random.key(0), 0, num_examples, batch_size)  # (N // B, B)
+    indices = steps.epoch_batch_indices(jax.random.key(0), 0, num_examples, batch_size)  # (N // B, B)
     indices = list(jnp.resize(indices, (steps_per_call, batch_size)))  # cycle when N // B is short; B each
     step = jax.jit(step_on_device, donate_argnums=0)
-    epoch = jax.jit(train.train_epoch, donate_argnums=0)
-    holder = {"step": train.create_state(config, 0), "scan": train.create_state(config, 0)}
+    epoch = jax.jit(steps.train_epoch, donate_argnums=0)
+    holder = {"step": steps.create_state(config, 0), "scan": steps.create_state(config, 0)}
     labels = labels if config.conditional else None
 
     def run_steps():

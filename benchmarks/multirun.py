@@ -1,17 +1,19 @@
-"""`python -m benchmarks.multirun`: K runs in one vmapped program against K runs one after another.
+"""`python -m benchmarks.multirun`: K runs in one program, in each mode, against K runs one after another.
 
 For each preset and batch size, timed round-robin in one run (`timing.time_interleaved`):
-- **vmap K** (K = 1, 2, 4, 8, 16): `jaxgan.multirun`'s jitted `group_steps`, K runs of `n`
-  steps each in one call, the group's state donated;
-- **jax single**: one run's jitted `train.train_steps` over the same `n` steps (K runs one
+- **map K** and **vmap K** (K = 1, 2, 4, 8, 16): the training loop's jitted `steps.runs_steps`
+  (`train.RUNS_STEPS`) in mode "map" (the runs one after another inside the one program, each
+  bit for bit its single run) and "vmap" (the runs batched), K runs of `n` steps each in one
+  call, the stacked state donated;
+- **jax single**: one run's jitted `steps.train_steps` over the same `n` steps (K runs one
   after another take K times as long: its images/s per run is theirs);
 - **torch eager**: `torch_ref`'s step, `n` steps per call, at 1 thread and at all cores (the
   faster is the baseline).
-Reported per run: images/s of one run inside the group, and the ratios vmap K / jax single
-(above 1: the group beats K sequential jaxgan runs) and vmap K / torch eager. Also each
-program's compile time (trace + lower + compile; K single runs compile K times, since the
-seed is part of a single run's static config) and XLA's buffers (arguments + outputs +
-temporaries - donated, without the resident images).
+Reported per run: images/s of one run inside the group, and the ratios of each mode to jax single
+(above 1: the group beats K sequential jaxgan runs) and to torch eager. Also each program's
+compile time (trace + lower + compile; K single runs compile K times, since the seed is part of
+a single run's static config) and XLA's buffers (arguments + outputs + temporaries - donated,
+without the resident images).
 
 Writes benchmarks/results/multirun_<device>.json and prints a markdown table. `--quick`: a
 seconds-long smoke run (tiny preset, B=32, K = 1, 2).
@@ -33,7 +35,7 @@ import torch
 from benchmarks import jax_bench, torch_bench
 from benchmarks.timing import Call, load_average, time_interleaved
 from jaxgan import data as data_lib
-from jaxgan import multirun, train
+from jaxgan import steps, train
 from jaxgan.config import preset
 
 RESULTS = Path(__file__).parent / "results"
@@ -98,96 +100,101 @@ def prepare(steps_fn, state, images, indices, steps: int) -> tuple[Call, float, 
     return Call(call, jax.block_until_ready, per=steps), compile_s, megabytes
 
 
-def prepare_group(config, images, num_runs: int, steps: int) -> tuple[Call, float, float]:
-    """(timed call of K runs x `steps` steps, its compile time, XLA MiB) for one vmapped program."""
-    state = multirun.stack([train.create_state(config.replace(seed=s), s) for s in range(num_runs)], config)
+def prepare_group(config, images, num_runs: int, num_steps: int, mode: str) -> tuple[Call, float, float]:
+    """(timed call of K runs x `num_steps` steps, its compile time, XLA MiB) for one program in `mode`."""
+    state = steps.stack([steps.create_state(config.replace(seed=s), s) for s in range(num_runs)], config)
     state = jax.device_put(state)
     keys = jax.random.split(jax.random.key(0), num_runs)
-    indices = multirun.group_batch_indices(keys, 0, images.shape[0], config.batch_size)  # (K, steps/epoch, B)
-    indices = jax.numpy.resize(indices, (num_runs, steps, config.batch_size))
-    return prepare(multirun.group_steps, state, images, indices, steps)
+    indices = steps.runs_batch_indices(keys, 0, images.shape[0], config.batch_size)  # (K, steps/epoch, B)
+    indices = jax.numpy.resize(indices, (num_runs, num_steps, config.batch_size))
+    return prepare(train.RUNS_STEPS[mode], state, images, indices, num_steps)
 
 
-def prepare_single(config, images, steps: int) -> tuple[Call, float, float]:
-    """(timed call of one run x `steps` steps, its compile time, XLA MiB): one jitted `train_steps`."""
-    state = train.create_state(config, 0)
-    indices = train.epoch_batch_indices(state.key, 0, images.shape[0], config.batch_size)
-    indices = jax.numpy.resize(indices, (steps, config.batch_size))
-    return prepare(train.train_steps, state, images, indices, steps)
+def prepare_single(config, images, num_steps: int) -> tuple[Call, float, float]:
+    """(timed call of one run x `num_steps` steps, its compile time, XLA MiB): one jitted `train_steps`."""
+    state = steps.create_state(config, 0)
+    indices = steps.epoch_batch_indices(state.key, 0, images.shape[0], config.batch_size)
+    indices = jax.numpy.resize(indices, (num_steps, config.batch_size))
+    return prepare(steps.train_steps, state, images, indices, num_steps)
 
 
 def run_row(name: str, batch_size: int, images_np: np.ndarray, images, args) -> list[dict]:
-    """Every K of one preset at one batch size, timed round-robin with the single run and torch."""
+    """Every K and mode of one preset at one batch size, timed round-robin with the single run and torch."""
     config = preset(name).replace(batch_size=batch_size)
-    steps = steps_per_call(batch_size, args.quick)
-    single, single_compile_s, single_mb = prepare_single(config, images, steps)
-    groups = {k: prepare_group(config, images, k, steps) for k in args.runs}
+    num_steps = steps_per_call(batch_size, args.quick)
+    single, single_compile_s, single_mb = prepare_single(config, images, num_steps)
+    groups = {(k, mode): prepare_group(config, images, k, num_steps, mode) for k in args.runs for mode in steps.MODES}
     eager = {
-        t: torch_bench.prepare_eager(config, images_np, steps_per_call=steps, threads=t) for t in args.torch_threads
+        t: torch_bench.prepare_eager(config, images_np, steps_per_call=num_steps, threads=t) for t in args.torch_threads
     }
-    calls = {"jax_single": single, **{f"vmap_{k}": g[0] for k, g in groups.items()}}
+    calls = {"jax_single": single, **{f"{mode}_{k}": g[0] for (k, mode), g in groups.items()}}
     calls |= {f"torch_{t}": e.call for t, e in eager.items()}
     timings = time_interleaved(calls, repeats=args.repeats)
     best = min(args.torch_threads, key=lambda t: timings[f"torch_{t}"].median_s)
     single_s, torch_s = timings["jax_single"].median_s, timings[f"torch_{best}"].median_s  # per step of one run
     rows = []
-    for k, (_, compile_s, megabytes) in groups.items():
-        group = timings[f"vmap_{k}"]
-        per_run_s = group.median_s / k  # seconds per step of one run inside the group
-        rows.append(
-            {
-                "preset": name,
-                "batch_size": batch_size,
-                "runs": k,
-                "steps_per_call": steps,
-                "vmap_ms_per_group_step": group.median_s * 1e3,
-                "vmap_ms_min_max": [group.min_s * 1e3, group.max_s * 1e3],
-                "vmap_images_per_s_per_run": batch_size / per_run_s,
-                "single_images_per_s": batch_size / single_s,
-                "torch_images_per_s": batch_size / torch_s,
-                "torch_threads": best,
-                "vmap_vs_single": single_s / per_run_s,
-                "vmap_vs_torch": torch_s / per_run_s,
-                "vmap_compile_s": compile_s,
-                "single_compile_s": single_compile_s,
-                "vmap_xla_mb": megabytes,  # without the resident images
-                "single_xla_mb": single_mb,
+    for k in args.runs:
+        row = {
+            "preset": name,
+            "batch_size": batch_size,
+            "runs": k,
+            "steps_per_call": num_steps,
+            "single_images_per_s": batch_size / single_s,
+            "torch_images_per_s": batch_size / torch_s,
+            "torch_threads": best,
+            "single_compile_s": single_compile_s,
+            "single_xla_mb": single_mb,
+        }
+        for mode in steps.MODES:
+            _, compile_s, megabytes = groups[k, mode]
+            group = timings[f"{mode}_{k}"]
+            per_run_s = group.median_s / k  # seconds per step of one run inside the group
+            row |= {
+                f"{mode}_ms_per_group_step": group.median_s * 1e3,
+                f"{mode}_ms_min_max": [group.min_s * 1e3, group.max_s * 1e3],
+                f"{mode}_images_per_s_per_run": batch_size / per_run_s,
+                f"{mode}_vs_single": single_s / per_run_s,
+                f"{mode}_vs_torch": torch_s / per_run_s,
+                f"{mode}_compile_s": compile_s,
+                f"{mode}_xla_mb": megabytes,  # without the resident images
             }
-        )
+        rows.append(row)
     return rows
 
 
 def crossovers(rows: list[dict]) -> list[dict]:
-    """Per preset and batch size: the smallest K at which the group beats K sequential runs, and the best K."""
+    """Per preset, batch size and mode: the smallest K at which the group beats K sequential runs, and the best K."""
     out = []
     for key in dict.fromkeys((r["preset"], r["batch_size"]) for r in rows):
         mine = [r for r in rows if (r["preset"], r["batch_size"]) == key and r["runs"] > 1]
-        winning = [r["runs"] for r in mine if r["vmap_vs_single"] > 1]
-        best = max(mine, key=lambda r: r["vmap_vs_single"], default=None)
-        out.append(
-            {
-                "preset": key[0],
-                "batch_size": key[1],
-                "vmap_wins_from_k": winning[0] if winning else None,
-                "best_k": best and best["runs"],
-                "best_ratio": best and best["vmap_vs_single"],
-            }
-        )
+        for mode in steps.MODES:
+            winning = [r["runs"] for r in mine if r[f"{mode}_vs_single"] > 1]
+            best = max(mine, key=lambda r, mode=mode: r[f"{mode}_vs_single"], default=None)
+            out.append(
+                {
+                    "preset": key[0],
+                    "batch_size": key[1],
+                    "mode": mode,
+                    "wins_from_k": winning[0] if winning else None,
+                    "best_k": best and best["runs"],
+                    "best_ratio": best and best[f"{mode}_vs_single"],
+                }
+            )
     return out
 
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| preset | B | K | vmap img/s per run | jax single img/s | torch eager img/s | vmap/single | vmap/torch "
-        "| vmap compile s | single compile s | vmap XLA MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| preset | B | K | map img/s per run | vmap img/s per run | jax single img/s | torch eager img/s "
+        "| map/single | vmap/single | map/torch | vmap/torch | map compile s | vmap compile s | single compile s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['preset']} | {r['batch_size']} | {r['runs']} | {r['vmap_images_per_s_per_run']:,.0f} | "
-            f"{r['single_images_per_s']:,.0f} | {r['torch_images_per_s']:,.0f} | {r['vmap_vs_single']:.2f} | "
-            f"{r['vmap_vs_torch']:.2f} | {r['vmap_compile_s']:.2f} | {r['single_compile_s']:.2f} | "
-            f"{r['vmap_xla_mb']:.1f} |"
+            f"| {r['preset']} | {r['batch_size']} | {r['runs']} | {r['map_images_per_s_per_run']:,.0f} | "
+            f"{r['vmap_images_per_s_per_run']:,.0f} | {r['single_images_per_s']:,.0f} | {r['torch_images_per_s']:,.0f} | "
+            f"{r['map_vs_single']:.2f} | {r['vmap_vs_single']:.2f} | {r['map_vs_torch']:.2f} | {r['vmap_vs_torch']:.2f} | "
+            f"{r['map_compile_s']:.2f} | {r['vmap_compile_s']:.2f} | {r['single_compile_s']:.2f} |"
         )
     return "\n".join(lines)
 
@@ -226,8 +233,8 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(f"\n{markdown(rows)}\n")
     for c in result["crossovers"]:
-        wins = f"from K = {c['vmap_wins_from_k']}" if c["vmap_wins_from_k"] else "at no K measured"
-        print(f"{c['preset']} B={c['batch_size']}: vmap beats K sequential runs {wins}; best K = {c['best_k']} "
+        wins = f"from K = {c['wins_from_k']}" if c["wins_from_k"] else "at no K measured"
+        print(f"{c['preset']} B={c['batch_size']}, {c['mode']}: beats K sequential runs {wins}; best K = {c['best_k']} "
               f"({c['best_ratio']:.2f}x)")  # fmt: skip
     print(f"\nload average {load_start} at the start, {result['load_average_end']} at the end; wrote {path}")
     return 0

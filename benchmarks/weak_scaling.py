@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.jax_bench import device_name
     from benchmarks.timing import load_average, time_calls
     from jaxgan import data as data_lib
-    from jaxgan import parallel, train
+    from jaxgan import parallel, steps, train
     from jaxgan.config import preset
 
     load_before = load_average()
@@ -71,11 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         config = preset(args.preset).replace(batch_size=batch, data_parallel=True)
         placement = parallel.Placement(True, devices=devices[:k])
         images = placement.replicate(images_np)
-        state = placement.replicate(train.create_state(config, 0))
-        run = placement.jit_train_steps(train.train_steps)
+        state = placement.put_state(steps.stack([steps.create_state(config, 0)], config))  # a run of one
+        run = placement.jit_steps(train.RUNS_STEPS["map"])
         rng = np.random.default_rng(0)
-        idx = rng.integers(0, len(images_np), (args.steps, batch), dtype=np.int32)
-        idx = jax.device_put(idx, placement.batch_rows)
+        idx = rng.integers(0, len(images_np), (1, args.steps, batch), dtype=np.int32)
+        idx = jax.device_put(idx, placement.batch_sharding)
         holder = {"state": state}
 
         def call(run=run, images=images, idx=idx, holder=holder):

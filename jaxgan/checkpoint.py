@@ -4,7 +4,7 @@ A checkpoint is the directory WORKDIR/checkpoints/epoch_NNNN/ holding two orbax 
 
 - `state`: the `GANState` pytree itself (both nets, both Adam states, the step, the EMA
   when on), with the PRNG key as its raw `jax.random.key_data`. It is restored against the
-  abstract state of its config (`jax.eval_shape` of `train.create_state`), so a field added
+  abstract state of its config (`jax.eval_shape` of `steps.create_state`), so a field added
   to `GANState` is saved and restored without touching this module.
 - `meta` (JSON): the config, the epoch (which is also the data-order position: every
   epoch's shuffle is fold_in(key, SHUFFLE_STREAM, epoch)), the step, the dataset actually
@@ -38,7 +38,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import jax
 import numpy as np
@@ -47,9 +47,8 @@ import orbax.checkpoint as ocp
 from jaxgan import data as data_lib
 from jaxgan.cli import UserError
 from jaxgan.config import Config, resumable_fields
-
-if TYPE_CHECKING:
-    from jaxgan.train import GANState
+from jaxgan.parallel import images_checksum
+from jaxgan.steps import GANState, create_state
 
 FORMAT_VERSION = 2  # 2: the state saved as the GANState pytree, metric rows only in metrics.jsonl
 CHECKPOINT_DIR = "checkpoints"
@@ -131,11 +130,9 @@ class Restored:
     path: Path
 
 
-def create_state(config: Config) -> GANState:
-    """`train.create_state(config, config.seed)` (imported here: train imports this module)."""
-    from jaxgan import train
-
-    return train.create_state(config, config.seed)
+def fresh_state(config: Config) -> GANState:
+    """The state a run of `config` starts from: `steps.create_state(config, config.seed)`."""
+    return create_state(config, config.seed)
 
 
 def checkpoint_dir(workdir: str | Path) -> Path:
@@ -153,7 +150,7 @@ def saved_tree(state: GANState) -> GANState:
 
 def abstract_saved_tree(config: Config) -> GANState:
     """The shapes and dtypes of `saved_tree` for `config`, computed without any FLOPs."""
-    return jax.eval_shape(lambda: create_state(config).replace(key=jax.random.key_data(jax.random.key(0))))
+    return jax.eval_shape(lambda: fresh_state(config).replace(key=jax.random.key_data(jax.random.key(0))))
 
 
 def tree_checksum(tree: dict[str, Any]) -> str:
@@ -349,6 +346,11 @@ class Checkpointer:
             raise self._failed(err) from None
         return step_path(self.directory, epoch)
 
+    def delete_after(self, epoch: int) -> None:
+        """Delete the checkpoints of the epochs after `epoch` (a run that continues from `epoch`)."""
+        for later in [e for e in self.epochs() if e > epoch]:
+            self.manager.delete(later)
+
     def read_meta(self, epoch: int) -> dict[str, Any]:
         meta = self.manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
         if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
@@ -539,8 +541,6 @@ def restore_or_init(
     not change on resume) was copied in from another run and is refused. CheckpointError (one
     line) when the checkpoint cannot be used or was trained on other data.
     """
-    from jaxgan import parallel
-
     epochs = epochs_in(workdir)
     if resume and not epochs:
         raise CheckpointError(f"--resume: no checkpoint to resume from in {checkpoint_dir(workdir)}")
@@ -551,15 +551,15 @@ def restore_or_init(
             with Checkpointer(workdir) as writer:
                 for epoch in epochs:
                     writer.manager.delete(epoch)
-        checksum = parallel.images_checksum(dataset.images)
-        return Start(config, dataset, create_state(config), 0, checksum)
+        checksum = images_checksum(dataset.images)
+        return Start(config, dataset, fresh_state(config), 0, checksum)
     with Checkpointer(workdir, read_only=True) as reader:
         restored = reader.restore()  # the latest usable one, or CheckpointError naming the one to fall back to
     if recorded is not None:
         check_same_run(restored, recorded)
     config = merge_config(restored.state.config, config, explicit)
     dataset = prepare(config)
-    checksum = parallel.images_checksum(dataset.images)
+    checksum = images_checksum(dataset.images)
     trained_on = (restored.dataset, restored.num_examples, restored.data_checksum)
     if trained_on != (dataset.name, len(dataset.images), restored.data_checksum and checksum):
         raise CheckpointError(

@@ -32,7 +32,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxgan import models, train
+from jaxgan import checkpoint, models, rundir, steps
 from jaxgan.cli import UserError, first_line
 from jaxgan.config import Config, preset
 
@@ -128,7 +128,7 @@ def params_to_state_dict(config: Config, net: str, params: Any) -> OrderedDict:
     return variables_to_state_dict(config, net, {"params": params})
 
 
-def to_torch_state_dict(state: train.GANState) -> tuple[OrderedDict, OrderedDict]:
+def to_torch_state_dict(state: steps.GANState) -> tuple[OrderedDict, OrderedDict]:
     """A GANState's weights (and a DCGAN's BatchNorm running statistics) -> (generator,
     discriminator) torch_ref state dicts."""
     return (
@@ -213,13 +213,13 @@ def state_dict_to_params(config: Config, net: str, sd: dict[str, Any]) -> dict:
     return state_dict_to_variables(config, net, sd, buffers=False)["params"]
 
 
-def from_torch_state_dict(config: Config, g_sd: dict[str, Any], d_sd: dict[str, Any]) -> train.GANState:
+def from_torch_state_dict(config: Config, g_sd: dict[str, Any], d_sd: dict[str, Any]) -> steps.GANState:
     """torch_ref state dicts -> a fresh GANState (step 0, fresh Adam, key from config.seed) holding
     those weights and, for the DCGAN, those BatchNorm running statistics."""
     g_variables = state_dict_to_variables(config, "generator", g_sd)
     d_variables = state_dict_to_variables(config, "discriminator", d_sd)
-    state = train.create_state(config, config.seed)
-    tx = train.optimizer(config)
+    state = steps.create_state(config, config.seed)
+    tx = steps.optimizer(config)
     g_variables, d_variables = jax.device_put((g_variables, d_variables))
     g_params, d_params = g_variables["params"], d_variables["params"]
     state = state.replace(
@@ -235,7 +235,7 @@ def from_torch_state_dict(config: Config, g_sd: dict[str, Any], d_sd: dict[str, 
     return state
 
 
-def save_pt(path: str | Path, config: Config, state: train.GANState) -> None:
+def save_pt(path: str | Path, config: Config, state: steps.GANState) -> None:
     """Write the .pt file of `state` (torch.save of generator, discriminator and config)."""
     write_pt(path, config, *to_torch_state_dict(state))
 
@@ -254,7 +254,7 @@ def write_pt(path: str | Path, config: Config, g_sd: dict[str, Any], d_sd: dict[
         tmp.unlink(missing_ok=True)
 
 
-def load_pt(path: str | Path, config: Config | None = None) -> train.GANState:
+def load_pt(path: str | Path, config: Config | None = None) -> steps.GANState:
     """Read a .pt file (weights_only) into a GANState, with the file's config unless `config` is given.
 
     ConvertError in one line for anything that is not a convertible file.
@@ -286,8 +286,6 @@ def pt_to_rundir(pt: str | Path, workdir: str | Path, config: Config | None = No
     ConvertError for a directory that holds checkpoints, and, unless `force`, for any non-empty one
     (its config.json would be replaced); UserError naming the PID when a run holds the directory's lock
     (`rundir.RunDir.lock`, taken here too while writing)."""
-    from jaxgan import checkpoint, rundir
-
     workdir = Path(workdir)
 
     def check_target() -> None:
@@ -333,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     def body() -> None:
-        from jaxgan import checkpoint, signals
+        from jaxgan import signals
 
         with signals.exit_at_once(PROG, when=""):
             args = parser.parse_args(argv)

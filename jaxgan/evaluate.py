@@ -52,10 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
 def evaluate(args: argparse.Namespace, log=None) -> dict:
     """{"generator": metrics, "ceiling": ..., "floor": ..., plus run facts} for the arguments."""
     from jaxgan import data as data_lib
-    from jaxgan import metrics, sampling
+    from jaxgan import metrics, weights
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    loaded = sampling.load_generator(args.workdir, args.from_pt, args.epoch, ema=not args.no_ema)
+    loaded = weights.load_generator(args.workdir, args.from_pt, args.epoch, ema=not args.no_ema)
     config, restored = loaded.config, loaded.restored
     if restored is not None:
         dataset = restored.dataset
@@ -79,7 +79,7 @@ def evaluate(args: argparse.Namespace, log=None) -> dict:
 def evaluate_group(args: argparse.Namespace, log=None) -> dict:
     """The metrics of every run of a group (`jaxgan.multirun`) with a checkpoint, the mean and std
     over its runs that were not frozen, and the ceiling and floor once."""
-    from jaxgan import checkpoint, metrics, multirun, sampling
+    from jaxgan import checkpoint, metrics, multirun, report, weights
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     group = multirun.GroupDir(args.workdir)
@@ -89,7 +89,7 @@ def evaluate_group(args: argparse.Namespace, log=None) -> dict:
         workdir = group.run(member).workdir
         if not checkpoint.epochs_in(workdir):
             continue
-        loaded = sampling.load_generator(workdir, None, args.epoch, ema=not args.no_ema)
+        loaded = weights.load_generator(workdir, None, args.epoch, ema=not args.no_ema)
         config, restored = loaded.config, loaded.restored
         if evaluator is None:
             evaluator = metrics.Evaluator.for_dataset(restored.dataset, n=args.num or metrics.FD_N, log=log)
@@ -105,7 +105,7 @@ def evaluate_group(args: argparse.Namespace, log=None) -> dict:
         raise UsageError(f"no run of the group in {args.workdir} has a checkpoint yet")
     good = [run["generator"] for run in runs.values() if not run["frozen"]]
     keys = (*metrics.METRIC_KEYS, "cond_acc") if config.conditional else metrics.METRIC_KEYS
-    stats = {key: multirun.mean_std([m[key] for m in good]) for key in keys} if good else {}
+    stats = {key: report.mean_std([m[key] for m in good]) for key in keys} if good else {}
     return {
         "workdir": str(args.workdir),
         "dataset": dataset,
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                 check_seed(args.seed, "--seed")
             except ValueError as err:
                 raise UsageError(str(err)) from None
-            from jaxgan import metrics, multirun, sampling
+            from jaxgan import metrics, multirun, weights
 
             if args.workdir is not None and multirun.is_group(args.workdir):
                 result = evaluate_group(args)
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     print_group(result)
                 return
-            sampling.check_source(args.workdir, args.from_pt)
+            weights.check_source(args.workdir, args.from_pt)
             result = evaluate(args)
         if args.json:
             print(json.dumps(result))

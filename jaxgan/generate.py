@@ -147,13 +147,13 @@ def check_num(num: int, out: Path, latent_dim: int | None = None) -> None:
     if out.suffix.lower() == ".png" and num > MAX_GRID_IMAGES:
         raise UsageError(f"--num must be at most {MAX_GRID_IMAGES} for a .png grid, got {num:,}; use .npy or .npz")
     if latent_dim is not None:
-        from jaxgan import train
+        from jaxgan import memory
 
         need = 4 * num * (latent_dim + 3 * 28 * 28)  # the noise, the images on the device and host, the file
-        have, whose = train.memory_available()
+        have, whose = memory.memory_available()
         if need > have:
             raise UsageError(
-                f"--num {num:,} needs about {train.gigabytes(need)} of memory, more than {whose} {train.gigabytes(have)}"
+                f"--num {num:,} needs about {memory.gigabytes(need)} of memory, more than {whose} {memory.gigabytes(have)}"
             )
 
 
@@ -170,13 +170,13 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as err:
                 raise UsageError(str(err)) from None
             digits = parse_labels(args.labels) if args.labels is not None else None
-            from jaxgan import sampling
+            from jaxgan import sampling, weights
 
-            sampling.check_source(args.workdir, args.from_pt)
+            weights.check_source(args.workdir, args.from_pt)
             out = output_path(args)
             if args.num is not None:
                 check_num(args.num, out)
-            loaded = sampling.load_generator(args.workdir, args.from_pt, args.epoch)
+            loaded = weights.load_generator(args.workdir, args.from_pt, args.epoch)
             config = loaded.config
             if digits is not None and not config.conditional:
                 raise UsageError("--labels needs a conditional generator; this one is not (train with --conditional)")

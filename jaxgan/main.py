@@ -2,7 +2,7 @@
 
 Thin by design: the flags are generated from `Config`'s fields (each field's help text is
 its flag's help), and all the work is `train.train_and_evaluate`; or, given lists (`--seeds 0-7`,
-`--lr 1e-4,2e-4`, `--beta1 0.5,0.9`) or a group's workdir, `multirun.train_group`. Exit status:
+`--lr 1e-4,2e-4`, `--beta1 0.5,0.9`) or a group's workdir, `train.train_group`. Exit status:
 0 done (a group: at least one run finished); 2 bad input (one line on stderr); 1 training
 diverged (a group: every run); 130 / 143 a SIGINT / SIGTERM stopped it (after saving a
 checkpoint once training had begun).
@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--group-mode",
         choices=multirun_modes(),
         default=None,
-        help="vmap: every run in one vmapped program (default); sequential: one after another",
+        help="map: the runs one after another inside the one program, each bit for bit its single run (default on "
+        "CPU); vmap: the runs batched, equal to their single runs up to float32 reduction order (default on GPU/TPU)",
     )
     hosts = parser.add_argument_group(
         "several processes or hosts (jax.distributed; use with --data-parallel)",
@@ -189,7 +190,7 @@ def explicit_overrides(args: argparse.Namespace) -> dict:
 
 
 def multirun_modes() -> tuple[str, ...]:
-    return ("vmap", "sequential")  # jaxgan.multirun.MODES (not imported here: it imports jax)
+    return ("map", "vmap")  # jaxgan.steps.MODES (not imported here: it imports jax)
 
 
 def parse(argv: list[str] | None = None) -> tuple[config_lib.Config, frozenset[str], argparse.Namespace]:
@@ -276,17 +277,17 @@ def is_group(workdir: str) -> bool:
 
 
 def train_group(config, explicit: frozenset[str], args: argparse.Namespace, workdir: str, load_dataset) -> int:
-    """A group of runs (`multirun.train_group`) -> the exit status."""
-    from jaxgan import multirun
+    """A group of runs (`train.train_group`) -> the exit status."""
+    from jaxgan import train
 
     status, result = run_training(
-        multirun.train_group,
+        train.train_group,
         config,
         args.lists,
         workdir,
         resume=args.resume,
         explicit=explicit,
-        mode=args.group_mode or "vmap",
+        mode=args.group_mode,
         load_dataset=load_dataset,
         progress=not args.no_progress,
     )

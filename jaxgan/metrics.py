@@ -148,9 +148,9 @@ class Evaluator:
 
     def floor(self, config: Config, seed: int = 0) -> dict[str, Any]:
         """An untrained generator of `config` (init of `seed`): what training must beat."""
-        from jaxgan import train
+        from jaxgan import steps
 
-        state = train.create_state(config.replace(ema_decay=0.0), seed)
+        state = steps.create_state(config.replace(ema_decay=0.0), seed)
         return self.generator(config, state.g_params, seed, batch_stats=state.g_batch_stats)
 
 

@@ -1,14 +1,16 @@
-"""Data parallelism with JAX's own machinery: a 1-D device mesh, shardings, `jax.distributed`.
+"""Devices with JAX's own machinery: 1-D device meshes, shardings, `jax.distributed`.
 
-`Placement` says where the loop's arrays live. Single-device (the default) it is plain
-`jax.jit` on the default device, exactly as without this module. With `data_parallel`
-it builds a 1-D `jax.sharding.Mesh` over every device of every process (axis "data"):
+`Placement` says where the loop's arrays live. The loop trains a stacked state with a leading
+run axis (K runs; one run is K = 1). Single-device (the default for one run) it is plain `jax.jit`
+on the default device. A group of K runs is spread over the local devices (axis "runs"), each
+device training its own runs with no communication. With `data_parallel` (one run) it builds a
+1-D `jax.sharding.Mesh` over every device of every process (axis "data"):
 
 - the state (params, optimizer states, step, key; any field GANState gains) and the
   dataset (and its labels) are replicated on every device;
-- each epoch's batch indices (steps, B) are sharded along B, so every device gathers
+- each epoch's batch indices (K, steps, B) are sharded along B, so every device gathers
   its own B / num_devices images of each batch from its replica of the dataset;
-- the same pure `train.train_steps` runs under `jax.jit` with these in/out shardings:
+- the same pure `steps.runs_steps` runs under `jax.jit` with these in/out shardings:
   XLA's partitioner inserts the all-reduce of the gradients. No per-device Python.
 
 Results equal the single-device run's up to float32 reduction order: every random number
@@ -39,7 +41,8 @@ from jax.sharding import PartitionSpec as P
 
 from jaxgan.cli import UserError
 
-AXIS = "data"
+AXIS = "data"  # the batch axis of a data-parallel run
+RUNS_AXIS = "runs"  # the run axis of a group spread over devices
 ENV_PREFIX = "JAXGAN_"  # JAXGAN_COORDINATOR_ADDRESS, JAXGAN_NUM_PROCESSES, JAXGAN_PROCESS_ID
 
 
@@ -102,64 +105,100 @@ def check_same_data(images: np.ndarray) -> None:
 class Placement:
     """Where the training loop's arrays live, and its jitted functions with matching shardings.
 
-    data_parallel False: the default device, plain `jax.jit` (unchanged single-device runs).
-    data_parallel True: a 1-D mesh over `devices` (default: every device of every process).
+    The loop's state has a leading run axis (K runs; a single run is K = 1, `jaxgan.steps.stack`).
+
+    - data_parallel False, K runs: spread over a 1-D mesh (axis "runs") of the largest number of
+      local devices that divides K (`devices_for`), the state and batch indices split along the run
+      axis, the images on every device; each device trains its own runs, with no collective. One
+      device (and every single run): plain `jax.jit` on the default device.
+    - data_parallel True (one run, K = 1): a 1-D mesh over `devices` (default: every device of every
+      process, axis "data"), the state and images replicated, each step's batch split along B.
     """
 
-    def __init__(self, data_parallel: bool, devices: list[jax.Device] | None = None):
+    def __init__(self, data_parallel: bool = False, num_runs: int = 1, devices: list[jax.Device] | None = None):
         self.data_parallel = data_parallel
-        if not data_parallel:
-            if jax.process_count() > 1:
+        self.num_runs = num_runs
+        self.mesh = None
+        if data_parallel:
+            if num_runs != 1:
                 raise ParallelError(
-                    f"{jax.process_count()} processes need --data-parallel (without it each would train alone)"
+                    "--data-parallel shards one run's batches; a group spreads its runs over the devices instead: "
+                    "drop --data-parallel"
                 )
-            self.mesh = None
-            self.num_devices = 1
+            devices = list(jax.devices() if devices is None else devices)
+            self.mesh = Mesh(np.array(devices), (AXIS,))
+            self.num_devices = len(devices)
+            self.state_sharding = NamedSharding(self.mesh, P())
+            self.batch_sharding = NamedSharding(self.mesh, P(None, None, AXIS))  # (K, steps, B) split along B
+            self.replicated = NamedSharding(self.mesh, P())
             return
-        devices = list(jax.devices() if devices is None else devices)
-        self.mesh = Mesh(np.array(devices), (AXIS,))
-        self.num_devices = len(devices)
-        self.replicated = NamedSharding(self.mesh, P())
-        self.batch_rows = NamedSharding(self.mesh, P(None, AXIS))  # (steps, B) sharded along B
+        if jax.process_count() > 1:
+            raise ParallelError(
+                f"{jax.process_count()} processes need --data-parallel (without it each would train alone)"
+                if num_runs == 1
+                else "a group of runs trains in one process (its runs are spread over its devices)"
+            )
+        devices = list(jax.local_devices() if devices is None else devices)
+        self.num_devices = devices_for(num_runs, len(devices))
+        if self.num_devices > 1:
+            self.mesh = Mesh(np.array(devices[: self.num_devices]), (RUNS_AXIS,))
+            self.state_sharding = self.batch_sharding = NamedSharding(self.mesh, P(RUNS_AXIS))
+            self.replicated = NamedSharding(self.mesh, P())
 
     def describe(self) -> str:
         platform = jax.devices()[0].platform.upper()
-        if not self.data_parallel:
+        if self.mesh is None:
             return platform
-        processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
-        return f"{self.num_devices} {platform} devices{processes} (data-parallel)"
+        if self.data_parallel:
+            processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
+            return f"{self.num_devices} {platform} devices{processes} (data-parallel)"
+        return f"{self.num_devices} {platform} devices, {self.num_runs // self.num_devices} run(s) each"
 
     def check_batch_size(self, batch_size: int) -> None:
-        check_batch_size(batch_size, self.num_devices)
+        if self.data_parallel:
+            check_batch_size(batch_size, self.num_devices)
 
-    def replicate(self, tree: Any) -> Any:
-        """Every leaf of `tree` (any pytree, typed PRNG keys included) on every device of the mesh."""
-        if not self.data_parallel:
+    def _put(self, tree: Any, sharding) -> Any:
+        if self.mesh is None:
             return jax.device_put(tree)
 
         def put(x):
             if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
                 return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
             # Via host memory: the same value in every process becomes one global array.
-            return jax.device_put(np.asarray(x), self.replicated)
+            return jax.device_put(np.asarray(x), sharding)
 
         return jax.tree.map(put, tree)
 
-    def jit_train_steps(self, train_steps: Callable, with_labels: bool = False) -> Callable:
-        """Jitted `train_steps(state, images, batch_indices[, labels])`; the state is donated.
+    def replicate(self, tree: Any) -> Any:
+        """Every leaf of `tree` (any pytree, typed PRNG keys included) on every device of the mesh."""
+        return self._put(tree, self.mesh and self.replicated)
+
+    def put_state(self, stacked: Any) -> Any:
+        """The stacked state (K, ...) where it trains: split along the run axis, or replicated."""
+        return self._put(stacked, self.mesh and self.state_sharding)
+
+    def jit_steps(self, steps_fn: Callable, with_labels: bool = False) -> Callable:
+        """Jitted `steps_fn(stacked, images, batch_indices (K, steps, B)[, labels])`; the state is donated.
         with_labels: it is called with the dataset's labels too (a conditional GAN), replicated."""
-        if not self.data_parallel:
-            return jax.jit(train_steps, donate_argnums=0)
+        if self.mesh is None:
+            return jax.jit(steps_fn, donate_argnums=0)
         labels = (self.replicated,) if with_labels else ()
         return jax.jit(
-            train_steps,
-            in_shardings=(self.replicated, self.replicated, self.batch_rows, *labels),
-            out_shardings=(self.replicated, self.replicated),
+            steps_fn,
+            in_shardings=(self.state_sharding, self.replicated, self.batch_sharding, *labels),
+            out_shardings=(self.state_sharding, self.state_sharding),
             donate_argnums=0,
         )
 
     def jit_batch_indices(self, batch_indices: Callable) -> Callable:
-        """Jitted `batch_indices(key, epoch, num_examples, batch_size)` -> (steps, B), sharded along B."""
-        if not self.data_parallel:
+        """Jitted `batch_indices(keys (K,), epoch, num_examples, batch_size)` -> (K, steps, B), placed
+        as the steps take them."""
+        if self.mesh is None:
             return jax.jit(batch_indices, static_argnums=(2, 3))
-        return jax.jit(batch_indices, static_argnums=(2, 3), out_shardings=self.batch_rows)
+        return jax.jit(batch_indices, static_argnums=(2, 3), out_shardings=self.batch_sharding)
+
+
+def devices_for(num_runs: int, num_devices: int) -> int:
+    """How many devices K runs are spread over: the most (up to num_devices) that divide K."""
+    return max(n for n in range(1, num_devices + 1) if num_runs % n == 0)

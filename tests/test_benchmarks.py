@@ -184,11 +184,13 @@ def test_multirun_quick_run_writes_sound_rows(tmp_path):
     result = json.loads(path.read_text())
     assert [(r["preset"], r["batch_size"], r["runs"]) for r in result["rows"]] == [("tiny", 32, 1), ("tiny", 32, 2)]
     for row in result["rows"]:
-        for key in ("vmap_images_per_s_per_run", "vmap_vs_single", "vmap_vs_torch", "vmap_compile_s", "vmap_xla_mb"):
-            assert math.isfinite(row[key]) and row[key] > 0, key
-        assert row["vmap_vs_single"] == pytest.approx(row["vmap_images_per_s_per_run"] / row["single_images_per_s"])
-    (crossover,) = result["crossovers"]
-    assert crossover["best_k"] == 2 and result["load_average_start"] is not None
+        for mode in ("map", "vmap"):
+            for key in ("images_per_s_per_run", "vs_single", "vs_torch", "compile_s", "xla_mb"):
+                assert math.isfinite(row[f"{mode}_{key}"]) and row[f"{mode}_{key}"] > 0, (mode, key)
+            ratio = row[f"{mode}_images_per_s_per_run"] / row["single_images_per_s"]
+            assert row[f"{mode}_vs_single"] == pytest.approx(ratio)
+    assert [(c["mode"], c["best_k"]) for c in result["crossovers"]] == [("map", 2), ("vmap", 2)]
+    assert result["load_average_start"] is not None
     assert len(multirun_bench.markdown(result["rows"]).splitlines()) == 4
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import jaxgan.main as train_cli
-from jaxgan import checkpoint, train
+from jaxgan import checkpoint, steps, train
 from jaxgan import data as data_lib
 from jaxgan.config import preset
 from jaxgan.data import Dataset
@@ -51,8 +51,8 @@ def fit(config, workdir, data, **kwargs):
 
 
 def test_roundtrip_restores_every_array_and_the_key(tmp_path, tiny_config, data_640):
-    state = train.create_state(tiny_config, 7)
-    step = jax.jit(train.train_step_keyed)
+    state = steps.create_state(tiny_config, 7)
+    step = jax.jit(steps.train_step_keyed)
     state, _ = step(state, data_640.images[:32])  # non-trivial Adam state
     with checkpoint.Checkpointer(tmp_path) as ckpt:
         path = ckpt.save(state, 1, dataset="mnist-5k", num_examples=640, data_checksum=123)
@@ -158,7 +158,7 @@ def test_resume_flag_needs_a_checkpoint_and_no_resume_starts_over(tmp_path, caps
 
 def saved_checkpoints(workdir, config, epochs):
     """Save a fresh state of `config` as the checkpoints of `epochs` in `workdir`; return the state."""
-    state = train.create_state(config, 0)
+    state = steps.create_state(config, 0)
     with checkpoint.Checkpointer(workdir, keep=3) as ckpt:
         for epoch in epochs:
             ckpt.save(state, epoch, dataset="mnist-5k", num_examples=640)

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxgan import checkpoint, convert, generate, models, rundir, train
+from jaxgan import checkpoint, convert, generate, models, rundir, steps
 from jaxgan.config import PRESETS, preset
 
 torch = pytest.importorskip("torch")
@@ -53,7 +53,7 @@ def test_variables_round_trip_is_bit_identical_and_loads_into_torch_ref(name):
 @pytest.mark.parametrize("name", [name for name, c in PRESETS.items() if c.arch == "mlp"])
 def test_state_round_trip_is_bit_identical_and_loads_into_torch_ref(name):
     config = preset(name)
-    state = train.create_state(config, 3)
+    state = steps.create_state(config, 3)
     g_sd, d_sd = convert.to_torch_state_dict(state)
     G, D = torch_ref.build_models(config)
     G.load_state_dict(g_sd)  # strict: every key and shape is torch_ref's
@@ -64,7 +64,7 @@ def test_state_round_trip_is_bit_identical_and_loads_into_torch_ref(name):
 
 
 def test_converted_networks_compute_the_same_functions(tiny_config):
-    state = train.create_state(tiny_config, 0)
+    state = steps.create_state(tiny_config, 0)
     G, D = torch_ref.build_models(tiny_config)
     g_sd, d_sd = convert.to_torch_state_dict(state)
     G.load_state_dict(g_sd)
@@ -81,7 +81,7 @@ def test_converted_networks_compute_the_same_functions(tiny_config):
 
 def test_wrong_shape_missing_and_extra_keys_are_clear_errors():
     small, wide = preset("small"), preset("wide")
-    g_sd, d_sd = convert.to_torch_state_dict(train.create_state(small, 0))
+    g_sd, d_sd = convert.to_torch_state_dict(steps.create_state(small, 0))
     with pytest.raises(
         ValueError, match=r"generator net\.0\.weight has shape \(128, 100\), preset wide expects \(256, 64\)"
     ):
@@ -159,9 +159,9 @@ def test_dcgan_state_dict_errors_name_the_key():
 @pytest.fixture
 def tiny_rundir(tmp_path, tiny_config):
     """A run directory with one checkpoint (epoch 1) of a tiny state after one step."""
-    state = train.create_state(tiny_config, 5)
+    state = steps.create_state(tiny_config, 5)
     real = jax.numpy.zeros((tiny_config.batch_size, 28, 28, 1))
-    state, _ = jax.jit(train.train_step_keyed)(state, real)
+    state, _ = jax.jit(steps.train_step_keyed)(state, real)
     with checkpoint.Checkpointer(tmp_path / "run") as c:
         c.save(state, 1, dataset="mnist-5k", num_examples=5000)
         c.wait()

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgan import checkpoint, train
+from jaxgan import checkpoint, steps
 from jaxgan.config import preset
 
 
@@ -23,8 +23,8 @@ def runs(batches):
 
 
 def run(config, batches):
-    state = train.create_state(config, 0)
-    step = jax.jit(train.train_step_keyed)
+    state = steps.create_state(config, 0)
+    step = jax.jit(steps.train_step_keyed)
     history = [state]
     for real in batches:
         state, _ = step(state, real)
@@ -33,9 +33,9 @@ def run(config, batches):
 
 
 def test_decay_warms_up_then_is_the_configured_value():
-    assert float(train.ema_decay_at(0.999, 0)) == pytest.approx(0.1)
-    assert float(train.ema_decay_at(0.999, 90)) == pytest.approx(91 / 100)
-    assert float(train.ema_decay_at(0.99, 10_000)) == pytest.approx(0.99)
+    assert float(steps.ema_decay_at(0.999, 0)) == pytest.approx(0.1)
+    assert float(steps.ema_decay_at(0.999, 90)) == pytest.approx(91 / 100)
+    assert float(steps.ema_decay_at(0.99, 10_000)) == pytest.approx(0.99)
 
 
 @pytest.mark.slow
@@ -50,13 +50,13 @@ def test_each_step_averages_the_new_generator_weights(runs):
         expected = jax.tree.map(lambda e, g, d=d: d * e + (1 - d) * g, before.g_ema_params, after.g_params)
         for a, b in zip(jax.tree.leaves(after.g_ema_params), jax.tree.leaves(expected), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-    assert train.sampling_params(history[-1]) is history[-1].g_ema_params
+    assert steps.sampling_params(history[-1]) is history[-1].g_ema_params
 
 
 @pytest.mark.slow
 def test_ema_off_is_the_state_without_ema_and_does_not_change_training(runs):
     off, on = runs["off"][-1], runs["on"][-1]
-    assert off.g_ema_params is None and train.sampling_params(off) is off.g_params
+    assert off.g_ema_params is None and steps.sampling_params(off) is off.g_params
     # The off state has exactly the leaves of the state before EMA existed.
     saved = {
         checkpoint._dotted(path).split(".")[0]

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from jaxgan import checkpoint, evaluate, train
+from jaxgan import checkpoint, evaluate, steps, train
 from jaxgan import data as data_lib
 from jaxgan.config import preset
 from jaxgan.data import Dataset
@@ -20,7 +20,7 @@ def untrained_run(tmp_path_factory):
     """A run directory whose only checkpoint (epoch 1) holds a fresh tiny state."""
     workdir = tmp_path_factory.mktemp("untrained_run")
     with checkpoint.Checkpointer(workdir) as saver:
-        saver.save(train.create_state(preset("tiny"), 0), 1, dataset="mnist-5k", num_examples=640)
+        saver.save(steps.create_state(preset("tiny"), 0), 1, dataset="mnist-5k", num_examples=640)
     return workdir
 
 

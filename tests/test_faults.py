@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import jaxgan.main as train_cli
-from jaxgan import checkpoint, rundir, train
+from jaxgan import checkpoint, rundir, steps, train
 from jaxgan import data as data_lib
 from jaxgan.config import preset
 from jaxgan.data import Dataset
@@ -85,15 +85,15 @@ def test_absurd_lr_stops_with_the_epoch_and_metric(tmp_path, capsys):
 @pytest.mark.slow
 def test_nan_mid_run_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, mnist_5k):
     data = Dataset(mnist_5k.images[:640], mnist_5k.labels[:640], "mnist-5k")  # 20 steps per epoch
-    train_steps = train.train_steps
+    run_steps = train.RUNS_STEPS["map"]
 
-    def poisoned(state, images, batch_indices):  # NaN into D's params once step 45 (epoch 3) is done
-        state, metrics = train_steps(state, images, batch_indices)
-        bad = state.step >= 45
-        d_params = jax.tree.map(lambda p: jnp.where(bad, jnp.nan, p), state.d_params)
-        return state.replace(d_params=d_params), metrics
+    def poisoned(stacked, images, batch_indices, labels=None):  # NaN into D's params once step 45 (epoch 3) is done
+        stacked, metrics = run_steps(stacked, images, batch_indices, labels)
+        bad = stacked.step[0] >= 45
+        d_params = jax.tree.map(lambda p: jnp.where(bad, jnp.nan, p), stacked.d_params)
+        return stacked.replace(d_params=d_params), metrics
 
-    monkeypatch.setattr(train, "train_steps", poisoned)
+    monkeypatch.setitem(train.RUNS_STEPS, "map", poisoned)
     config = preset("tiny").replace(epochs=5, log_every=5)
     with pytest.raises(train.Diverged) as info:
         train.train_and_evaluate(
@@ -456,7 +456,7 @@ def copy_in_another_runs_checkpoint(workdir: Path, tmp_path: Path, *, relabel: b
     `relabel`, its metadata is edited to say epoch 5 too."""
     other = tmp_path / f"other{relabel}"
     with checkpoint.Checkpointer(other) as saver:
-        saver.save(train.create_state(preset("small"), 0), 1, dataset="mnist-5k", num_examples=IMAGES)
+        saver.save(steps.create_state(preset("small"), 0), 1, dataset="mnist-5k", num_examples=IMAGES)
     target = workdir / "checkpoints" / "epoch_0005"
     shutil.copytree(other / "checkpoints" / "epoch_0001", target)
     if relabel:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import jaxgan.main as train_cli
-from jaxgan import checkpoint, parallel, rundir, train
+from jaxgan import checkpoint, parallel, rundir, steps, train
 from jaxgan import data as data_lib
 from jaxgan.config import preset
 
@@ -72,13 +72,13 @@ def assert_same_run(workdir: Path, reference: Path, epoch: int) -> None:
     params_gap = max_gap(
         want.state.replace(g_params=got.state.g_params, d_params=got.state.d_params), want.state
     )  # the params alone
-    rel = max(abs(r[n] / f[n] - 1) for r, f in zip(got_rows, want_rows, strict=True) for n in train.METRIC_NAMES)
+    rel = max(abs(r[n] / f[n] - 1) for r, f in zip(got_rows, want_rows, strict=True) for n in steps.METRIC_NAMES)
     print(
         f"{workdir.parent.name}/{workdir.name} epoch {epoch}: max |gap| params {params_gap:.2g}, whole state {gap:.2g}; max relative metric gap {rel:.2g}"
     )  # pytest -s
     assert gap < PARAM_ATOL
     for row, ref in zip(got_rows, want_rows, strict=True):
-        for name in train.METRIC_NAMES:
+        for name in steps.METRIC_NAMES:
             assert row[name] == pytest.approx(ref[name], rel=METRIC_RTOL), (epoch, name)
 
 

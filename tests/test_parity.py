@@ -26,7 +26,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxgan import convert, models, sampling, train
+from jaxgan import convert, models, sampling, steps
 from jaxgan.config import LOSSES, PRESETS, Config, preset
 
 torch = pytest.importorskip("torch")
@@ -91,7 +91,7 @@ def torch_state_dicts(gan: torch_ref.TorchGAN, what: str) -> tuple[dict, dict]:
     return out[0], out[1]
 
 
-def jax_from_torch(config: Config, gan: torch_ref.TorchGAN, template: train.GANState) -> train.GANState:
+def jax_from_torch(config: Config, gan: torch_ref.TorchGAN, template: steps.GANState) -> steps.GANState:
     """torch_ref's weights, BatchNorm running statistics (its buffers) and Adam states as a jaxgan
     GANState (key and config from `template`)."""
     g = convert.state_dict_to_variables(config, "generator", gan.generator.state_dict())
@@ -104,7 +104,7 @@ def jax_from_torch(config: Config, gan: torch_ref.TorchGAN, template: train.GANS
         step=jnp.asarray(gan.step, jnp.int32),
     )
     if gan.step == 0:
-        tx = train.optimizer(config)
+        tx = steps.optimizer(config)
         return state.replace(g_opt_state=tx.init(state.g_params), d_opt_state=tx.init(state.d_params))
     (g_m, d_m), (g_v, d_v) = torch_state_dicts(gan, "exp_avg"), torch_state_dicts(gan, "exp_avg_sq")
 
@@ -118,7 +118,7 @@ def jax_from_torch(config: Config, gan: torch_ref.TorchGAN, template: train.GANS
     )
 
 
-def torch_gan(config: Config, state: train.GANState) -> torch_ref.TorchGAN:
+def torch_gan(config: Config, state: steps.GANState) -> torch_ref.TorchGAN:
     """A torch_ref GAN holding `state`'s weights and BatchNorm statistics (through jaxgan.convert),
     with fresh Adam states."""
     G, D = convert_models(config, state)
@@ -128,7 +128,7 @@ def torch_gan(config: Config, state: train.GANState) -> torch_ref.TorchGAN:
 @dataclasses.dataclass
 class Inputs:
     """One step's inputs as numpy: the real batch (B, 28, 28, 1), the noise z_d, z_g (B, latent_dim),
-    and `extras`, the keywords both `train.train_step` and `torch_ref.train_step` take: labels (B,),
+    and `extras`, the keywords both `steps.train_step` and `torch_ref.train_step` take: labels (B,),
     the real batch's digits, and fake_labels (y_d, y_g) for a conditional config; gp_eps (B,) for
     wgan-gp ({} for the seeds' recipes)."""
 
@@ -143,15 +143,15 @@ class Inputs:
 
 
 class Feed:
-    """The inputs of a jaxgan run: step t's batch (and its labels), noise and `train.step_extras`."""
+    """The inputs of a jaxgan run: step t's batch (and its labels), noise and `steps.step_extras`."""
 
-    def __init__(self, config: Config, images: np.ndarray, state: train.GANState, labels: np.ndarray | None = None):
+    def __init__(self, config: Config, images: np.ndarray, state: steps.GANState, labels: np.ndarray | None = None):
         self.config, self.images, self.key = config, images, state.key
         self.labels = labels if config.conditional else None
         self.steps_per_epoch = len(images) // config.batch_size
-        self._indices = jax.jit(train.epoch_batch_indices, static_argnums=(2, 3))
+        self._indices = jax.jit(steps.epoch_batch_indices, static_argnums=(2, 3))
         batch_size = config.batch_size
-        self._draws = jax.jit(lambda s: (train.step_noise(s, batch_size), train.step_extras(s, batch_size)))
+        self._draws = jax.jit(lambda s: (steps.step_noise(s, batch_size), steps.step_extras(s, batch_size)))
         self._state = state
 
     def __call__(self, t: int) -> Inputs:
@@ -181,7 +181,7 @@ def torch_flat_weights(config: Config, gan: torch_ref.TorchGAN) -> np.ndarray:
     )
 
 
-def stats_gap(state: train.GANState, gan: torch_ref.TorchGAN) -> float:
+def stats_gap(state: steps.GANState, gan: torch_ref.TorchGAN) -> float:
     """Worst |jax - torch| of the BatchNorm running means and variances, and of num_batches_tracked
     (an integer: any difference is far over the tolerance); 0 without BatchNorm."""
     gap = 0.0
@@ -215,12 +215,12 @@ class Gaps:
 
 
 def lockstep(
-    config: Config, images, num_steps: int, jax_step=train.train_step, jax_config=None, scale=None, labels=None
+    config: Config, images, num_steps: int, jax_step=steps.train_step, jax_config=None, scale=None, labels=None
 ) -> Gaps:
     """`num_steps` lockstep steps; the JAX side may be mutated (its step, config or data scaling)."""
     jax_config = jax_config or config
     step = jax.jit(jax_step)  # its own jit, not the loop's
-    template = train.create_state(config, config.seed)
+    template = steps.create_state(config, config.seed)
     gan = torch_gan(config, template)
     feed = Feed(config, images, template, labels)
     gaps = Gaps(stats=None if template.g_batch_stats is None else 0.0)
@@ -282,7 +282,7 @@ def torch_step_with_grads(gan: torch_ref.TorchGAN, inputs: Inputs):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def jax_step0_grads(config: Config, state: train.GANState, new_d_params, real, z_d, z_g, extras):
+def jax_step0_grads(config: Config, state: steps.GANState, new_d_params, real, z_d, z_g, extras):
     """The gradients the step takes, from steps' own loss functions, at step 0's points: D's at
     state's weights, G's through the updated D (`new_d_params`, the step's). BatchNorm statistics
     are threaded in the step's order (in train mode they do not change the gradients)."""
@@ -290,9 +290,9 @@ def jax_step0_grads(config: Config, state: train.GANState, new_d_params, real, z
     y_d, y_g = extras.get("fake_labels", (None, None))
     fake, g_stats = models.generate_train(config, state.g_params, state.g_batch_stats, z_d, y_d)
     d_grads, (_, _, d_stats) = jax.grad(
-        lambda d: train.d_loss_fn(config, d, state.d_batch_stats, real, fake, labels, y_d, gp_eps), has_aux=True
+        lambda d: steps.d_loss_fn(config, d, state.d_batch_stats, real, fake, labels, y_d, gp_eps), has_aux=True
     )(state.d_params)
-    g_grads = jax.grad(lambda g: train.g_loss_fn(config, g, g_stats, new_d_params, d_stats, z_g, y_g)[0])(
+    g_grads = jax.grad(lambda g: steps.g_loss_fn(config, g, g_stats, new_d_params, d_stats, z_g, y_g)[0])(
         state.g_params
     )
     return d_grads, g_grads
@@ -301,10 +301,10 @@ def jax_step0_grads(config: Config, state: train.GANState, new_d_params, real, z
 @pytest.mark.parametrize("name", list(CASES))
 def test_step0_losses_outputs_and_every_gradient_agree(name, images, labels):
     config = CASES[name]
-    state = train.create_state(config, config.seed)
+    state = steps.create_state(config, config.seed)
     gan = torch_gan(config, state)
     inputs = Feed(config, images, state, labels)(0)
-    new_state, metrics = jax.jit(train.train_step)(state, *inputs.args, **inputs.extras)
+    new_state, metrics = jax.jit(steps.train_step)(state, *inputs.args, **inputs.extras)
     expected, torch_grads = torch_step_with_grads(gan, inputs)
     worst = {"loss": 0.0, "grad": 0.0}
     for key in ("d_loss", "g_loss", "d_real", "d_fake"):
@@ -340,14 +340,14 @@ def test_lockstep_losses_and_weights_agree_for_100_steps(name, images, labels):
 
 def reordered_step(state, real, z_d, z_g):
     """Mutation: G is updated before D (through the old D)."""
-    config, tx = state.config, train.optimizer(state.config)
-    g_loss, g_grads = jax.value_and_grad(lambda g: train.g_loss_fn(config, g, None, state.d_params, None, z_g)[0])(
+    config, tx = state.config, steps.optimizer(state.config)
+    g_loss, g_grads = jax.value_and_grad(lambda g: steps.g_loss_fn(config, g, None, state.d_params, None, z_g)[0])(
         state.g_params
     )
     g_updates, g_opt_state = tx.update(g_grads, state.g_opt_state, state.g_params)
     g_params = optax.apply_updates(state.g_params, g_updates)
     fake = jax.lax.stop_gradient(models.generate(config, g_params, z_d))
-    (d_loss, (d_real, d_fake, _)), d_grads = jax.value_and_grad(train.d_loss_fn, argnums=1, has_aux=True)(
+    (d_loss, (d_real, d_fake, _)), d_grads = jax.value_and_grad(steps.d_loss_fn, argnums=1, has_aux=True)(
         config, state.d_params, None, real, fake
     )
     d_updates, d_opt_state = tx.update(d_grads, state.d_opt_state, state.d_params)
@@ -362,13 +362,13 @@ def undetached_step(state, real, z_d, z_g):
     """Mutation: the D loss is not detached from G, so its gradient reaches G's update too."""
     config = state.config
     d_loss_of_g = jax.grad(
-        lambda g: train.d_loss_fn(config, state.d_params, None, real, models.generate(config, g, z_d))[0]
+        lambda g: steps.d_loss_fn(config, state.d_params, None, real, models.generate(config, g, z_d))[0]
     )
     leaked = d_loss_of_g(state.g_params)
-    tx = train.optimizer(config)
-    new, metrics = train.train_step(state, real, z_d, z_g)
+    tx = steps.optimizer(config)
+    new, metrics = steps.train_step(state, real, z_d, z_g)
     # Redo the G update with the D-loss gradient added to the G-loss gradient.
-    g_grads = jax.grad(lambda g: train.g_loss_fn(config, g, None, new.d_params, None, z_g)[0])(state.g_params)
+    g_grads = jax.grad(lambda g: steps.g_loss_fn(config, g, None, new.d_params, None, z_g)[0])(state.g_params)
     g_grads = jax.tree.map(jnp.add, g_grads, leaked)
     g_updates, g_opt_state = tx.update(g_grads, state.g_opt_state, state.g_params)
     return new.replace(g_params=optax.apply_updates(state.g_params, g_updates), g_opt_state=g_opt_state), metrics
@@ -376,7 +376,7 @@ def undetached_step(state, real, z_d, z_g):
 
 def reused_noise_step(state, real, z_d, z_g):
     """Mutation: the G step reuses the D step's noise."""
-    return train.train_step(state, real, z_d, z_d)
+    return steps.train_step(state, real, z_d, z_d)
 
 
 def stale_d_stats_step(state, real, z_d, z_g):
@@ -384,8 +384,8 @@ def stale_d_stats_step(state, real, z_d, z_g):
     before the D step, losing its D(real) and D(fake) updates (num_batches_tracked kept right, so the
     means and variances alone show it). Weights and losses are unchanged: train-mode BatchNorm
     normalises with the batch's statistics."""
-    new, metrics = train.train_step(state, real, z_d, z_g)
-    _, (_, stale) = train.g_loss_fn(
+    new, metrics = steps.train_step(state, real, z_d, z_g)
+    _, (_, stale) = steps.g_loss_fn(
         state.config, state.g_params, state.g_batch_stats, new.d_params, state.d_batch_stats, z_g
     )
     layers = new.d_batch_stats["net"]
@@ -398,7 +398,7 @@ def stale_d_stats_step(state, real, z_d, z_g):
 def reused_fake_labels_step(state, real, z_d, z_g, labels, fake_labels):
     """Mutation (tiny-conditional): the G step asks G for the D step's digits y_d, not its own y_g."""
     y_d, _ = fake_labels
-    return train.train_step(state, real, z_d, z_g, labels, (y_d, y_d))
+    return steps.train_step(state, real, z_d, z_g, labels, (y_d, y_d))
 
 
 MUTATIONS = {
@@ -450,17 +450,17 @@ def scan_subset(num_examples: int) -> np.ndarray:
 
 @pytest.mark.parametrize("name", SCAN_CASES)
 def test_scan_over_two_epochs_matches_torch(name, images, labels):
-    """train.train_steps (the loop's lax.scan) vs torch_ref free-running on the same batches and noise."""
+    """steps.train_steps (the loop's lax.scan) vs torch_ref free-running on the same batches and noise."""
     config = CASES[name]
     subset = scan_subset(len(images))
     subset_images, subset_labels = images[subset], labels[subset] if config.conditional else None
-    state = train.create_state(config, config.seed)
+    state = steps.create_state(config, config.seed)
     gan = torch_gan(config, state)
     feed = Feed(config, subset_images, state, subset_labels)
-    run_steps = jax.jit(train.train_steps)  # its own jit: the loop's compile counters stay untouched
+    run_steps = jax.jit(steps.train_steps)  # its own jit: the loop's compile counters stay untouched
     losses = {"jax": [], "torch": []}
     for epoch in range(2):
-        indices = train.epoch_batch_indices(state.key, epoch, SCAN_EXAMPLES, config.batch_size)
+        indices = steps.epoch_batch_indices(state.key, epoch, SCAN_EXAMPLES, config.batch_size)
         state, metrics = run_steps(state, subset_images, indices, subset_labels)
         losses["jax"].append(np.stack([metrics["d_loss"], metrics["g_loss"]], 1))
     for t in range(2 * feed.steps_per_epoch):
@@ -503,7 +503,7 @@ def test_torch_trained_generator_samples_the_same_images_in_jaxgan_and_back(name
     """Sampling is eval mode: a DCGAN's BatchNorm normalises with the running statistics, which
     travel with the weights (torch's buffers, jaxgan's g_batch_stats)."""
     config = CASES[name]
-    state = train.create_state(config, config.seed)
+    state = steps.create_state(config, config.seed)
     gan = torch_gan(config, state)
     feed = Feed(config, images, state, labels)
     for t in range(5):
@@ -526,14 +526,14 @@ def test_torch_trained_generator_samples_the_same_images_in_jaxgan_and_back(name
         with torch.no_grad():
             return G(torch.tensor(z), None if digits is None else torch.tensor(digits)).numpy().transpose(0, 2, 3, 1)
 
-    def jax_sample(s: train.GANState):
+    def jax_sample(s: steps.GANState):
         return models.generate(config, s.g_params, z, digits, s.g_batch_stats)
 
     gaps = [
         assert_close(f"{name}: torch-trained G in jaxgan", jax_sample(loaded), torch_sample(gan.generator), SAMPLE_TOL)
     ]
     # And the other way: jaxgan trains 5 steps on, torch_ref samples from the converted result.
-    step = jax.jit(train.train_step)
+    step = jax.jit(steps.train_step)
     for t in range(5, 10):
         inputs = feed(t)
         loaded, _ = step(loaded.replace(step=jnp.asarray(t, jnp.int32)), *inputs.args, **inputs.extras)

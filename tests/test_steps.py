@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgan import models, sampling, train
+from jaxgan import models, sampling, steps
 from jaxgan.config import preset
 from jaxgan.train import create_state, train_step  # the public names
 
@@ -30,7 +30,7 @@ def tiny_images(mnist_5k):
 def test_one_step_is_finite_with_metrics_in_range(tiny_images):
     config = preset("small")
     state = create_state(config, 0)
-    z_d, z_g = train.step_noise(state, 64)
+    z_d, z_g = steps.step_noise(state, 64)
     new, metrics = jax.jit(train_step)(state, tiny_images[:64], z_d, z_g)
     assert set(metrics) == {"d_loss", "g_loss", "d_real", "d_fake"}
     assert all(m.shape == () and bool(jnp.isfinite(m)) for m in metrics.values())
@@ -51,7 +51,7 @@ def test_metrics_match_a_direct_computation(tiny_images):
     config = preset("tiny")
     state = create_state(config, 1)
     real = tiny_images[:32]
-    z_d, z_g = train.step_noise(state, 32)
+    z_d, z_g = steps.step_noise(state, 32)
     new, metrics = train_step(state, real, z_d, z_g)
     real_p = jax.nn.sigmoid(models.discriminate(config, state.d_params, real))
     fake_p = jax.nn.sigmoid(models.discriminate(config, state.d_params, models.generate(config, state.g_params, z_d)))
@@ -69,28 +69,28 @@ def test_metrics_match_a_direct_computation(tiny_images):
 def test_keyed_step_equals_train_step_with_step_noise(tiny_images):
     state = create_state(preset("tiny"), 0)
     real = tiny_images[:32]
-    keyed, keyed_metrics = jax.jit(train.train_step_keyed)(state, real)
-    explicit, explicit_metrics = jax.jit(train_step)(state, real, *train.step_noise(state, 32))
+    keyed, keyed_metrics = jax.jit(steps.train_step_keyed)(state, real)
+    explicit, explicit_metrics = jax.jit(train_step)(state, real, *steps.step_noise(state, 32))
     assert tree_max_abs_diff(keyed, explicit) == 0
     assert all(float(keyed_metrics[k]) == float(explicit_metrics[k]) for k in keyed_metrics)
 
 
 def test_noise_differs_between_steps_and_between_d_and_g():
     state = create_state(preset("tiny"), 0)
-    z_d, z_g = train.step_noise(state, 8)
-    z_d1, _ = train.step_noise(state.replace(step=state.step + 1), 8)
+    z_d, z_g = steps.step_noise(state, 8)
+    z_d1, _ = steps.step_noise(state.replace(step=state.step + 1), 8)
     assert not np.allclose(z_d, z_g) and not np.allclose(z_d, z_d1)
 
 
 @pytest.mark.slow
 def test_scan_equals_a_loop_of_jitted_steps(tiny_images):
     state = create_state(preset("tiny"), 0)
-    indices = train.epoch_batch_indices(state.key, 0, len(tiny_images), 32)  # (10, 32)
-    scanned, scan_metrics = jax.jit(train.train_steps)(state, tiny_images, indices)
+    indices = steps.epoch_batch_indices(state.key, 0, len(tiny_images), 32)  # (10, 32)
+    scanned, scan_metrics = jax.jit(steps.train_steps)(state, tiny_images, indices)
     looped, loop_metrics = state, []
     step = jax.jit(train_step)
     for idx in indices:
-        looped, m = step(looped, tiny_images[idx], *train.step_noise(looped, 32))
+        looped, m = step(looped, tiny_images[idx], *steps.step_noise(looped, 32))
         loop_metrics.append(m["g_loss"])
     assert scan_metrics["g_loss"].shape == (10,)
     assert int(scanned.step) == int(looped.step) == 10
@@ -101,15 +101,15 @@ def test_scan_equals_a_loop_of_jitted_steps(tiny_images):
 @pytest.mark.slow
 def test_scan_with_noise_drawn_up_front_is_bitwise_a_scan_of_keyed_steps(tiny_images):
     state = create_state(preset("tiny"), 0).replace(step=jnp.int32(7))  # noise depends on the step
-    indices = train.epoch_batch_indices(state.key, 0, len(tiny_images), 32)
-    scanned, metrics = jax.jit(train.train_steps)(state, tiny_images, indices)
+    indices = steps.epoch_batch_indices(state.key, 0, len(tiny_images), 32)
+    scanned, metrics = jax.jit(steps.train_steps)(state, tiny_images, indices)
     keyed, keyed_metrics = jax.jit(
-        lambda s: jax.lax.scan(lambda s, i: train.train_step_keyed(s, tiny_images[i]), s, indices)
+        lambda s: jax.lax.scan(lambda s, i: steps.train_step_keyed(s, tiny_images[i]), s, indices)
     )(state)
     assert tree_max_abs_diff(scanned, keyed) == 0
     assert all(np.array_equal(metrics[k], keyed_metrics[k]) for k in metrics)
-    z_d, z_g = train.steps_noise(state, 3, 32)  # (3, 32, latent_dim) each
-    expected_d, expected_g = train.step_noise(state.replace(step=state.step + 2), 32)
+    z_d, z_g = steps.steps_noise(state, 3, 32)  # (3, 32, latent_dim) each
+    expected_d, expected_g = steps.step_noise(state.replace(step=state.step + 2), 32)
     np.testing.assert_array_equal(z_d[2], expected_d)
     np.testing.assert_array_equal(z_g[2], expected_g)
 
@@ -117,10 +117,10 @@ def test_scan_with_noise_drawn_up_front_is_bitwise_a_scan_of_keyed_steps(tiny_im
 @pytest.mark.slow
 def test_train_epoch_uses_the_epochs_shuffle_and_compiles_once(tiny_images):
     state = create_state(preset("tiny"), 0)
-    epoch = jax.jit(train.train_epoch)
-    run = jax.jit(train.train_steps)
+    epoch = jax.jit(steps.train_epoch)
+    run = jax.jit(steps.train_steps)
     for e in range(3):
-        expected, _ = run(state, tiny_images, train.epoch_batch_indices(state.key, e, len(tiny_images), 32))
+        expected, _ = run(state, tiny_images, steps.epoch_batch_indices(state.key, e, len(tiny_images), 32))
         state, metrics = epoch(state, tiny_images)
         assert metrics["d_loss"].shape == (10,)
         assert tree_max_abs_diff(state.d_params, expected.d_params) == 0
@@ -129,14 +129,14 @@ def test_train_epoch_uses_the_epochs_shuffle_and_compiles_once(tiny_images):
 
 def test_epoch_batches_are_a_fresh_permutation_without_the_partial_batch():
     key = jax.random.key(0)
-    first = np.asarray(train.epoch_batch_indices(key, 0, 100, 32))
-    second = np.asarray(train.epoch_batch_indices(key, 1, 100, 32))
+    first = np.asarray(steps.epoch_batch_indices(key, 0, 100, 32))
+    second = np.asarray(steps.epoch_batch_indices(key, 1, 100, 32))
     assert first.shape == (3, 32) and first.dtype == np.int32  # 100 // 32 full batches
     for batches in (first, second):
         assert len(np.unique(batches)) == 96 and batches.min() >= 0 and batches.max() < 100
     assert not np.array_equal(first, second)
     assert not np.array_equal(first.ravel(), np.sort(first.ravel()))  # shuffled
-    np.testing.assert_array_equal(first, train.epoch_batch_indices(key, 0, 100, 32))  # deterministic
+    np.testing.assert_array_equal(first, steps.epoch_batch_indices(key, 0, 100, 32))  # deterministic
 
 
 def test_a_runs_sample_noise_is_its_seeds():

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxgan import convert, train
+from jaxgan import convert, steps
 from jaxgan.config import preset
 
 torch = pytest.importorskip("torch")
@@ -17,9 +17,9 @@ def test_torch_loop_follows_jaxgans_steps(mnist_5k):
     config = preset("tiny")
     images = mnist_5k.images[:320]  # 10 steps per epoch
     gan, history = torch_train.train(config.replace(epochs=1), images, log=lambda _: None)
-    state = train.create_state(config, config.seed)
-    indices = train.epoch_batch_indices(state.key, 0, len(images), config.batch_size)
-    state, metrics = jax.jit(train.train_steps)(state, images, indices)
+    state = steps.create_state(config, config.seed)
+    indices = steps.epoch_batch_indices(state.key, 0, len(images), config.batch_size)
+    state, metrics = jax.jit(steps.train_steps)(state, images, indices)
     assert gan.step == int(state.step) == 10
     assert abs(history[0]["d_loss"] - float(np.mean(metrics["d_loss"]))) < 1e-5
     g_sd, _ = convert.to_torch_state_dict(state)

@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from torch_ref.models import Discriminator, Generator, build_models
-    from torch_ref.train import TorchGAN, create_state, train_step
+    from torch_ref.steps import TorchGAN, create_state, train_step
 
 EXPORTS = {
     "Discriminator": "torch_ref.models",
     "Generator": "torch_ref.models",
     "build_models": "torch_ref.models",
-    "TorchGAN": "torch_ref.train",
-    "create_state": "torch_ref.train",
-    "train_step": "torch_ref.train",
+    "TorchGAN": "torch_ref.steps",
+    "create_state": "torch_ref.steps",
+    "train_step": "torch_ref.steps",
 }
 __all__ = ["Discriminator", "Generator", "TorchGAN", "build_models", "create_state", "train_step"]
 
