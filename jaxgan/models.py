@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -90,34 +90,54 @@ def strided_taps(x: jax.Array, axis: int, kernel: int, stride: int, size: int) -
     return jnp.concatenate([jax.lax.slice_in_dim(x, t, t + end, stride, axis) for t in range(kernel)], axis=-1)
 
 
+CONV_IMPLS = ("gemm", "xla")  # how `Conv` and `ConvTranspose` compute: matrix products, or XLA's convolutions
+
+
+def conv_impl(backend: str | None = None) -> str:
+    """The convolution implementation for `backend` (default: JAX's): "gemm" (im2col + matrix
+    product) on CPU, where XLA's convolutions are several times slower inside the training scan
+    (docs/performance.md), and "xla" (`lax.conv_general_dilated`, cuDNN / the TPU's) elsewhere."""
+    return "gemm" if (backend or jax.default_backend()) == "cpu" else "xla"
+
+
 class Conv(nn.Module):
-    """PyTorch's Conv2d(in, features, kernel, stride, padding, bias=False) on NHWC inputs, as
-    im2col and one matrix product.
+    """PyTorch's Conv2d(in, features, kernel, stride, padding, bias=use_bias) on NHWC inputs.
 
     x (B, H, W, in) -> (B, H', W', features), H' = (H + 2 * padding - kernel) // stride + 1.
-    The input is zero-padded and unfolded into patches (B, H', W', kernel*kernel*in), rows then
-    columns (`strided_taps`, 2 * kernel slices rather than kernel**2), and multiplied by the
-    kernel reshaped to match. A cross-correlation, as both flax's nn.Conv and torch's Conv2d are;
-    it equals lax.conv up to summation order. XLA's CPU convolutions run several times slower
-    inside the training scan than these matrix products (docs/presets-dcgan.md).
+    impl "gemm" (`conv_impl()`'s choice on CPU): the input is zero-padded and unfolded into patches
+    (B, H', W', kernel*kernel*in), rows then columns (`strided_taps`, 2 * kernel slices rather than
+    kernel**2), and multiplied by the kernel reshaped to match. impl "xla": `lax.conv_general_dilated`.
+    Both are cross-correlations, as flax's nn.Conv and torch's Conv2d are, and agree up to
+    summation order (tests/test_models.py).
 
     kernel: (kernel, kernel, in, features), torch's weight (features, in, kernel, kernel)
-    transposed by (2, 3, 1, 0) (the layout of flax's nn.Conv).
+    transposed by (2, 3, 1, 0) (the layout of flax's nn.Conv); bias (features,) when use_bias.
     """
 
     features: int
     kernel: int
     stride: int
     padding: int
+    use_bias: bool = False
+    kernel_init: Callable = dcgan_kernel_init
+    impl: str | None = None  # None: conv_impl()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         k, s, p = self.kernel, self.stride, self.padding
-        kernel = self.param("kernel", dcgan_kernel_init, (k, k, x.shape[-1], self.features))
-        x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-        rows, cols = (x.shape[1] - k) // s + 1, (x.shape[2] - k) // s + 1
-        patches = strided_taps(strided_taps(x, 1, k, s, rows), 2, k, s, cols)  # (B, rows, cols, k*k*in): (j, i, in)
-        return patches @ kernel.transpose(1, 0, 2, 3).reshape(-1, self.features)
+        kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
+        if (self.impl or conv_impl()) == "xla":
+            y = jax.lax.conv_general_dilated(
+                x, kernel, (s, s), ((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
+        else:
+            x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+            rows, cols = (x.shape[1] - k) // s + 1, (x.shape[2] - k) // s + 1
+            patches = strided_taps(strided_taps(x, 1, k, s, rows), 2, k, s, cols)  # (B, rows, cols, k*k*in): (j, i, in)
+            y = patches @ kernel.transpose(1, 0, 2, 3).reshape(-1, self.features)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        return y
 
 
 def torch_conv(features: int, kernel: int, stride: int, padding: int, name: str) -> Conv:
@@ -153,9 +173,10 @@ class ConvTranspose(nn.Module):
     Input pixel h meets output pixel stride * h - padding + i through kernel tap i: one GEMM gives
     every tap's product (kernel, kernel, B, H, W, features), col2im (`scatter_taps`, rows then
     columns: 2 * kernel pads rather than kernel**2) sums them onto the output canvas, and `padding`
-    is cropped from each side. It equals `lax.conv_transpose(..., transpose_kernel=True)` (the
-    gradient of Conv2d: dilated input correlated with the flipped kernel) up to summation order;
-    XLA's CPU convolutions run several times slower inside the training scan (`Conv`).
+    is cropped from each side. impl "xla" (`conv_impl()`'s choice off CPU) computes the same as
+    `lax.conv_general_dilated`: the input dilated by the stride, padded by kernel - 1 - padding,
+    correlated with the spatially flipped kernel (the gradient of Conv2d). The two agree up to
+    summation order; XLA's CPU convolutions run several times slower inside the training scan.
 
     kernel: (kernel, kernel, features, in), torch's weight (in, features, kernel, kernel)
     transposed by (2, 3, 1, 0) (the layout of flax's nn.ConvTranspose with transpose_kernel=True).
@@ -165,11 +186,18 @@ class ConvTranspose(nn.Module):
     kernel: int
     stride: int
     padding: int
+    impl: str | None = None  # None: conv_impl()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         k, s, p = self.kernel, self.stride, self.padding
         kernel = self.param("kernel", dcgan_kernel_init, (k, k, self.features, x.shape[-1]))
+        if (self.impl or conv_impl()) == "xla":
+            flipped = kernel[::-1, ::-1].transpose(0, 1, 3, 2)  # (k, k, in, features)
+            pad = ((k - 1 - p, k - 1 - p), (k - 1 - p, k - 1 - p))
+            return jax.lax.conv_general_dilated(
+                x, flipped, (1, 1), pad, lhs_dilation=(s, s), dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
         taps = jnp.einsum("bhwc,ijoc->ijbhwo", x, kernel)  # (k, k, B, H, W, features)
         rows = scatter_taps(taps, 2, s)  # (k, B, H', W, features): taps[i] placed along H
         canvas = scatter_taps(rows, 2, s)  # (B, H', W', features): rows[j] placed along W

@@ -210,3 +210,35 @@ def test_conditional_mlp_grows_the_first_layers_input_only():
             a["linear_0"]["kernel"].shape[1],
         )
         assert all(a[k]["kernel"].shape == b[k]["kernel"].shape for k in list(a)[1:])
+
+
+@pytest.mark.parametrize(
+    ("layer", "shape"),
+    [
+        (lambda impl: models.Conv(8, 4, 2, 1, impl=impl), (3, 28, 28, 11)),  # the DCGAN's D, conditional
+        (lambda impl: models.Conv(1, 7, 1, 0, impl=impl), (3, 7, 7, 16)),
+        (lambda impl: models.Conv(32, 5, 1, 2, use_bias=True, impl=impl), (3, 14, 14, 16)),  # the classifier's
+        (lambda impl: models.ConvTranspose(8, 4, 2, 1, impl=impl), (3, 7, 7, 16)),
+        (lambda impl: models.ConvTranspose(16, 7, 1, 0, impl=impl), (3, 1, 1, 26)),
+    ],
+    ids=["conv-s2", "conv-7x7", "conv-bias", "convT-s2", "convT-7x7"],
+)
+def test_matrix_product_and_xla_convolutions_agree(layer, shape):
+    """Both implementations of each layer (`models.conv_impl` picks one per backend) compute the same
+    outputs and gradients from the same parameters, up to float32 summation order."""
+    x = jax.random.normal(jax.random.key(1), shape)
+    variables = layer("gemm").init(jax.random.key(0), x)
+
+    def loss(impl, variables, x):
+        return jnp.sum(jnp.sin(layer(impl).apply(variables, x)))
+
+    out = {impl: layer(impl).apply(variables, x) for impl in models.CONV_IMPLS}
+    grads = {
+        impl: jax.grad(loss, argnums=(1, 2))("gemm" if impl == "gemm" else "xla", variables, x)
+        for impl in models.CONV_IMPLS
+    }
+    np.testing.assert_allclose(out["gemm"], out["xla"], atol=2e-6, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(grads["gemm"]), jax.tree.leaves(grads["xla"]), strict=True):
+        # Each gradient element sums B * H * W products: its rounding scales with the largest.
+        assert np.max(np.abs(a - b)) <= 2e-6 * max(1.0, float(np.max(np.abs(a))))
+    assert models.conv_impl("cpu") == "gemm" and models.conv_impl("gpu") == models.conv_impl("tpu") == "xla"
