@@ -194,6 +194,7 @@ def test_multirun_quick_run_writes_sound_rows(tmp_path):
     assert len(multirun_bench.markdown(result["rows"]).splitlines()) == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", [preset("tiny-dcgan"), preset("tiny-dcgan").replace(conditional=True)])
 def test_conv_layers_baseline_is_the_same_network_through_xlas_convolutions(config):
     """benchmarks.conv_layers' DCGAN of flax nn.Conv / nn.ConvTranspose has jaxgan's parameters and,

@@ -203,6 +203,7 @@ def test_a_conditional_gan_needs_labels_one_line_exit_2(data, tmp_path, capsys):
         data_lib.check_labels(bad, 10)
 
 
+@pytest.mark.slow
 def test_loss_conditional_and_arch_flags_train_end_to_end(data, tmp_path, capsys):
     argv = ["--preset", "tiny", "--loss", "hinge", "--conditional", "--arch", "dcgan", "--g-features", "4"]
     argv += ["--d-features", "4", "--epochs", "1", "--workdir", str(tmp_path), "--no-progress"]

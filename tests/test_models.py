@@ -229,14 +229,18 @@ def test_matrix_product_and_xla_convolutions_agree(layer, shape):
     x = jax.random.normal(jax.random.key(1), shape)
     variables = layer("gemm").init(jax.random.key(0), x)
 
-    def loss(impl, variables, x):
-        return jnp.sum(jnp.sin(layer(impl).apply(variables, x)))
+    @functools.partial(jax.jit, static_argnums=0)
+    def forward_and_grads(impl, variables, x):
+        def loss(variables, x):
+            out = layer(impl).apply(variables, x)
+            return jnp.sum(jnp.sin(out)), out
 
-    out = {impl: layer(impl).apply(variables, x) for impl in models.CONV_IMPLS}
-    grads = {
-        impl: jax.grad(loss, argnums=(1, 2))("gemm" if impl == "gemm" else "xla", variables, x)
-        for impl in models.CONV_IMPLS
-    }
+        (_, out), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(variables, x)
+        return out, grads
+
+    out, grads = {}, {}
+    for impl in models.CONV_IMPLS:
+        out[impl], grads[impl] = forward_and_grads(impl, variables, x)
     np.testing.assert_allclose(out["gemm"], out["xla"], atol=2e-6, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(grads["gemm"]), jax.tree.leaves(grads["xla"]), strict=True):
         # Each gradient element sums B * H * W products: its rounding scales with the largest.

@@ -107,6 +107,7 @@ def seeds(tmp_path_factory, data, evaluator):
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_members_equal_single_runs_of_their_seeds(seeds):
     root, whole, log, singles = seeds.root, seeds.whole, seeds.whole_log, seeds.singles
     assert [m.name for m in whole.members] == ["seed_0", "seed_1", "seed_2"]
@@ -120,6 +121,7 @@ def test_members_equal_single_runs_of_their_seeds(seeds):
     )
 
 
+@pytest.mark.slow
 def test_group_resume_is_bit_identical(seeds):
     root, whole = seeds.root, seeds.whole
     assert "received SIGTERM: stopping after this epoch" in seeds.stop_log and seeds.stopped.signum == signal.SIGTERM
@@ -139,6 +141,7 @@ def test_group_resume_is_bit_identical(seeds):
             assert (a / grid).read_bytes() == (b / grid).read_bytes()
 
 
+@pytest.mark.slow
 def test_run_directories_are_normal_runs_and_the_group_has_a_summary(seeds, tmp_path, capsys):
     root, log = seeds.root, seeds.whole_log
     member = root / "whole" / "seed_2"
@@ -159,6 +162,7 @@ def test_run_directories_are_normal_runs_and_the_group_has_a_summary(seeds, tmp_
     assert "mean ± std: D loss" in log
 
 
+@pytest.mark.slow
 def test_convert_reads_a_member(seeds, tmp_path):
     pytest.importorskip("torch")
     from jaxgan import convert
@@ -168,6 +172,7 @@ def test_convert_reads_a_member(seeds, tmp_path):
     assert (tmp_path / "seed_1.pt").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_sweep_members_equal_single_runs(seeds, tmp_path, data):
     """seed x lr x beta1 (8 runs), lr and beta1 traced: members 0 and K-1 against single runs."""
     lists = {"seed": (0, 2), "lr": (4e-4, 2e-4), "beta1": (0.9, 0.5)}
@@ -184,7 +189,7 @@ def test_sweep_members_equal_single_runs(seeds, tmp_path, data):
     assert_member_is_single(tmp_path / "sweep" / last.name, seeds.singles[2], epoch=1)  # lr 2e-4, beta1 0.5
 
 
-@pytest.mark.parametrize("name", ["tiny", "tiny-dcgan"])
+@pytest.mark.parametrize("name", ["tiny", pytest.param("tiny-dcgan", marks=pytest.mark.slow)])
 def test_vmap_lanes_never_mix_and_each_step_equals_map(name, data):
     """Mode "vmap" batches the runs: a lane's contents (here NaN, as a frozen member's could be) change
     no other lane's numbers, bit for bit; one step equals mode "map" up to float32 reduction order."""
@@ -209,6 +214,7 @@ def test_vmap_lanes_never_mix_and_each_step_equals_map(name, data):
     assert max(gaps) < VMAP_STEP_ATOL
 
 
+@pytest.mark.slow
 def test_vmap_mode_trains_a_group_through_the_same_loop(tmp_path, data):
     result, log = group(SEEDS_CONFIG.replace(epochs=1), {"seed": (0, 1)}, tmp_path / "vmap", data, mode="vmap")
     assert "2 runs in one program (seed 0,1), --group-mode vmap" in log
@@ -217,6 +223,7 @@ def test_vmap_mode_trains_a_group_through_the_same_loop(tmp_path, data):
         group(SEEDS_CONFIG, {"seed": (0, 1)}, tmp_path / "other", data, mode="sequential")
 
 
+@pytest.mark.slow
 def test_a_diverging_run_is_named_and_frozen_while_the_others_go_on(seeds, tmp_path, data, capsys):
     """lr 1e30 diverges at once and is frozen; lr 2e-4 goes on as the single run; a signal and a
     resume keep the frozen run frozen; when every run diverges the group stops (exit 1)."""
@@ -248,6 +255,7 @@ def test_a_diverging_run_is_named_and_frozen_while_the_others_go_on(seeds, tmp_p
     assert err.count("\n") == 1 and "run seed_0-lr_3e+30 (seed 0, lr 3e+30, beta1 0.5) diverged" in err
 
 
+@pytest.mark.slow
 def test_evaluate_a_group_prints_each_run_and_mean_and_std(seeds, quality_cache, monkeypatch, capsys):
     monkeypatch.setenv("JAXGAN_CACHE", str(quality_cache))
     workdir = seeds.root / "whole"
@@ -303,6 +311,7 @@ def test_seed_lists_and_ranges():
     assert config.lr == 3e-4 and args.lists == {} and "lr" in explicit
 
 
+@pytest.mark.slow
 def test_a_group_refuses_other_lists_and_a_single_runs_workdir(seeds, data, tmp_path, monkeypatch):
     root = seeds.root
     config = preset("tiny").replace(dataset="mnist-5k", epochs=4)
@@ -317,6 +326,7 @@ def test_a_group_refuses_other_lists_and_a_single_runs_workdir(seeds, data, tmp_
     assert not (tmp_path / "tight" / "metrics.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_not_enough_memory_is_advice_not_a_crash(seeds, tmp_path, data, monkeypatch):
     with pytest.raises(
         cli.UserError, match=r"8 runs at once need about .* GiB per CPU device .* train at most 2 at once"
@@ -421,6 +431,7 @@ def test_runs_go_to_the_most_devices_that_divide_them():
     assert parallel.Placement(num_runs=3).describe() == "CPU"  # one device here: plain jit
 
 
+@pytest.mark.slow
 def test_a_member_trains_only_with_its_group(seeds, tmp_path, data, capsys):
     """While its group trains, a member's directory is locked (as a run's is); after, it is refused to a
     run of its own in one line, and nothing in it changes."""
@@ -445,6 +456,7 @@ def test_a_member_trains_only_with_its_group(seeds, tmp_path, data, capsys):
     assert checkpoint.epochs_in(member) == before == [1, 2]  # nothing deleted
 
 
+@pytest.mark.slow
 def test_a_group_resumes_from_a_save_cut_short(seeds, tmp_path, data):
     """A kill during the group's save of epoch 2 left seed_0 and seed_1 with it, seed_2 without: the
     group continues from epoch 1 (seed_0's and seed_1's epoch 2 computed again) and ends as the
