@@ -19,6 +19,7 @@ SEED_DATASET_SIZE = 60_000  # the seeds train on the 60,000 images of MNIST's tr
 GRIDS_PER_RUN = 25  # automatic sample_every / checkpoint_every: about this many per run
 ARCHITECTURES = ("mlp", "dcgan")
 LOSSES = ("bce", "minimax", "lsgan", "hinge", "wgan-gp")  # jaxgan.losses
+CONDITIONINGS = ("concat", "projection")  # how a conditional discriminator takes the label (jaxgan.models)
 NUM_CLASSES = 10  # labels of a conditional GAN: the ten digits
 
 # Bounds of the size fields, the same for flags, checkpoints and .pt files (`Config.validate`):
@@ -51,7 +52,12 @@ class Config:
     # Networks.
     arch: str = _field("mlp", "network architecture: mlp (the seeds') | dcgan (convolutional, BatchNorm)")
     conditional: bool = _field(
-        False, "class-conditional GAN: G and D also take the digit label (one-hot, concatenated to their input)"
+        False, "class-conditional GAN: G and D also take the digit label (G: z ⊕ one-hot; D: see --conditioning)"
+    )
+    conditioning: str = _field(
+        "concat",
+        "how a conditional D takes the label: concat (one-hot joined to its input, PyTorch-GAN's cgan) | "
+        "projection (logit + <embedding(label), D's last features>, Miyato & Koyama 2018)",
     )
     loss: str = _field(
         "bce", "GAN loss: bce (the seeds' non-saturating) | minimax (saturating G) | lsgan | hinge | wgan-gp"
@@ -206,9 +212,11 @@ class Config:
         for name in ("g_activation", "d_activation"):
             if getattr(self, name) not in ACTIVATIONS:
                 raise ValueError(f"{name} must be one of {', '.join(ACTIVATIONS)}, got {getattr(self, name)!r}")
-        for name, choices in (("arch", ARCHITECTURES), ("loss", LOSSES)):
+        for name, choices in (("arch", ARCHITECTURES), ("loss", LOSSES), ("conditioning", CONDITIONINGS)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        if self.conditioning != "concat" and not self.conditional:
+            raise ValueError(f"conditioning {self.conditioning} is for a conditional GAN: add --conditional")
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise ValueError(f"lr must be positive, got {self.lr}")
         for name in ("beta1", "beta2"):
@@ -334,6 +342,16 @@ PRESETS: dict[str, Config] = {
     ),
     # Preset small, class-conditional: G(z, label) and D(x, label) (any preset takes --conditional).
     "cgan-small": Config(preset="cgan-small", conditional=True),
+    # cgan-small's recipe (batch 64, 25 epochs) with deep's nets (seed 004), conditional through a
+    # projection discriminator: the label sticks (docs/quality.md).
+    "cgan-deep-projection": Config(
+        preset="cgan-deep-projection",
+        g_hidden=(256, 512),
+        d_hidden=(512, 256),
+        g_activation="leaky_relu",
+        conditional=True,
+        conditioning="projection",
+    ),
     # pytorch/examples dcgan scaled to 28x28x1 (docs/presets-dcgan.md): its nz, ngf, ndf, batch,
     # Adam and epochs.
     "dcgan": Config(preset="dcgan", arch="dcgan"),

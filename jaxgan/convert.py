@@ -66,6 +66,7 @@ class Layer:
 TENSORS: dict[str, tuple[tuple[str, str, str, tuple[int, ...] | None], ...]] = {
     "linear": (("params", "kernel", "weight", (1, 0)), ("params", "bias", "bias", None)),
     "conv": (("params", "kernel", "weight", (3, 2, 0, 1)),),
+    "embedding": (("params", "embedding", "weight", None),),  # a projection D's (10, F), the same both sides
     "batch_norm": (
         ("params", "scale", "weight", None),
         ("params", "bias", "bias", None),
@@ -78,7 +79,8 @@ COUNTER = "num_batches_tracked"  # int32 in jaxgan, int64 in PyTorch; every othe
 
 
 def torch_layout(config: Config, net: str) -> list[Layer]:
-    """The layers with weights of `config`'s generator or discriminator, in torch_ref's order."""
+    """The layers with weights of `config`'s generator or discriminator, in torch_ref's order
+    (a projection discriminator's label embedding last: Flax `net/embed`, torch `embed`)."""
     if config.arch == "dcgan":
         if net == "generator":
             return [
@@ -88,14 +90,18 @@ def torch_layout(config: Config, net: str) -> list[Layer]:
                 Layer("batch_norm_1", "net.4", "batch_norm"),
                 Layer("conv_transpose_2", "net.6", "conv"),
             ]
-        return [
+        layers = [
             Layer("conv_0", "net.0", "conv"),
             Layer("conv_1", "net.2", "conv"),
             Layer("batch_norm_1", "net.3", "batch_norm"),
             Layer("conv_2", "net.5", "conv"),
         ]
-    hidden = config.g_hidden if net == "generator" else config.d_hidden
-    return [Layer(f"linear_{i}", f"net.{2 * i}", "linear") for i in range(len(hidden) + 1)]
+    else:
+        hidden = config.g_hidden if net == "generator" else config.d_hidden
+        layers = [Layer(f"linear_{i}", f"net.{2 * i}", "linear") for i in range(len(hidden) + 1)]
+    if net == "discriminator" and config.conditional and config.conditioning == "projection":
+        layers.append(Layer("embed", "embed", "embedding"))
+    return layers
 
 
 def _tensors(config: Config, net: str, collections: tuple[str, ...]):

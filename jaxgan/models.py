@@ -18,6 +18,12 @@ Parameters are named `linear_0`, `linear_1`, ... in layer order; a kernel is
 `(in, out)` (PyTorch's weight is its transpose). A conditional MLP takes z ⊕ one-hot(label)
 or flatten(x) ⊕ one-hot(label): only its first layer grows 10 inputs.
 
+A conditional discriminator takes its label one of two ways (config.conditioning): "concat",
+the one-hot joined to its input (above; PyTorch-GAN's cgan), or "projection" (Miyato & Koyama
+2018): the input is the bare image and the logit gains <embed[label], φ(x)>, φ(x) the features
+the last layer reads (the MLP's last hidden layer; the DCGAN's 7x7 features summed over space),
+`net/embed/embedding` (10, |φ|). The generator takes z ⊕ one-hot(label) either way.
+
 The DCGAN (pytorch/examples dcgan scaled to 28x28; docs/presets-dcgan.md), ngf =
 config.g_features, ndf = config.d_features, no conv biases (BatchNorm follows), layer names
 as in the params tree:
@@ -260,21 +266,43 @@ class BatchNorm(nn.Module):
 
 
 class MLP(nn.Module):
-    """Linear layers of widths `features` with `act` between them (none after the last)."""
+    """Linear layers of widths `features` with `act` between them (none after the last).
+
+    x (B, in) -> (B, features[-1]). With `labels` (B,) (a projection discriminator's, whose last
+    width is 1) the output also gets <embed[label], h>, h (B, features[-2]) the last layer's input
+    (`projection`, the embedding (num_classes, features[-2])).
+    """
 
     features: Sequence[int]
     act: str
     leaky_slope: float
+    num_classes: int = 0  # > 0: a projection discriminator's classes (the `embed` layer)
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, labels: jax.Array | None = None) -> jax.Array:
         act = activation(self.act, self.leaky_slope)
         for i, width in enumerate(self.features):
             init = torch_linear_init(x.shape[-1])
+            h = x
             x = nn.Dense(width, kernel_init=init, bias_init=init, name=f"linear_{i}")(x)
             if i < len(self.features) - 1:
                 x = act(x)
+        if self.num_classes:
+            x = x + projection(h, labels, self.num_classes)[:, None]
         return x
+
+
+def projection(features: jax.Array, labels: jax.Array, num_classes: int, std: float = 1.0) -> jax.Array:
+    """A projection discriminator's label term (Miyato & Koyama 2018): <embed[label], features>.
+
+    features (B, F), labels (B,) int -> (B,). The embedding (num_classes, F) is the param
+    `embed/embedding`, torch_ref's nn.Embedding weight, initialised N(0, std²): std 1 is PyTorch's
+    nn.Embedding default (the MLP's: of N(0, 1), N(0, 0.1²) and U(±1/√F) the label sticks soonest
+    with it, docs/quality.md), the DCGAN passes its weights' 0.02.
+    """
+    init = nn.initializers.normal(std)
+    embedded = nn.Embed(num_classes, features.shape[-1], embedding_init=init, name="embed")(labels)  # (B, F)
+    return jnp.sum(embedded * features, axis=-1)
 
 
 class DCGANGenerator(nn.Module):
@@ -296,19 +324,27 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """images (B, 28, 28, C) -> logits (B,); C = 1 (+ 10 label planes when conditional)."""
+    """images (B, 28, 28, C) -> logits (B,); C = 1 (+ 10 label planes when conditional by concat).
+
+    With `labels` (B,) (conditioning "projection") the logit also gets <embed[label], sum of the
+    7x7 features over space> (B, 2ndf), as Miyato & Koyama's discriminators pool (`projection`);
+    the embedding is initialised N(0, 0.02) like every DCGAN weight (N(0, 1) would start the
+    logits in the hundreds, a sum over 49 positions).
+    """
 
     config: Config
 
     @nn.compact
-    def __call__(self, images: jax.Array, train: bool) -> jax.Array:
+    def __call__(self, images: jax.Array, train: bool, labels: jax.Array | None = None) -> jax.Array:
         c = self.config
         act = activation(c.d_activation, c.leaky_slope)
         x = act(torch_conv(c.d_features, 4, 2, 1, "conv_0")(images))  # (B, 14, 14, ndf)
         x = torch_conv(2 * c.d_features, 4, 2, 1, "conv_1")(x)  # (B, 7, 7, 2ndf)
-        x = act(BatchNorm(name="batch_norm_1")(x, train))
-        x = torch_conv(1, 7, 1, 0, "conv_2")(x)  # (B, 1, 1, 1)
-        return x.reshape(x.shape[0])
+        features = act(BatchNorm(name="batch_norm_1")(x, train))
+        logits = torch_conv(1, 7, 1, 0, "conv_2")(features).reshape(x.shape[0])  # (B,)
+        if labels is not None:
+            logits = logits + projection(features.sum((1, 2)), labels, c.num_classes, DCGAN_INIT_STD)
+        return logits
 
 
 def one_hot_labels(config: Config, labels: jax.Array | None, network: str) -> jax.Array | None:
@@ -355,15 +391,20 @@ class Discriminator(nn.Module):
     def __call__(self, images: jax.Array, labels: jax.Array | None = None, train: bool = True) -> jax.Array:
         c = self.config
         one_hot = one_hot_labels(c, labels, "discriminator")
+        if c.conditioning == "projection":  # the label reaches the logit through `projection`, not the input
+            one_hot, projected = None, labels
+        else:
+            projected = None
         if c.arch == "dcgan":
             if one_hot is not None:  # one constant plane per class, after the image channel
                 planes = jnp.broadcast_to(one_hot[:, None, None, :], (*images.shape[:3], c.num_classes))
                 images = jnp.concatenate([images, planes], axis=3)  # (B, 28, 28, 11)
-            return DCGANDiscriminator(c, name="net")(images, train)
+            return DCGANDiscriminator(c, name="net")(images, train, projected)
         x = images.reshape((images.shape[0], -1))  # (B, 784)
         if one_hot is not None:
             x = jnp.concatenate([x, one_hot], axis=1)  # (B, 794)
-        x = MLP((*c.d_hidden, 1), c.d_activation, c.leaky_slope, name="net")(x)
+        classes = c.num_classes if projected is not None else 0
+        x = MLP((*c.d_hidden, 1), c.d_activation, c.leaky_slope, classes, name="net")(x, projected)
         return x[:, 0]
 
 

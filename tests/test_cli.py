@@ -93,6 +93,8 @@ def test_flags_override_the_preset(tmp_path):
         (["--g-hidden", "128,x"], "expected comma-separated integers"),
         (["--batch-size", "ten"], "invalid int value: 'ten'"),
         (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+        (["--conditioning", "projection"], "conditioning projection is for a conditional GAN: add --conditional"),
+        (["--conditional", "--conditioning", "film"], "conditioning must be one of concat, projection, got 'film'"),
         (["--batch-size", "10000", "--dataset", "mnist-5k"], "batch_size 10000 is larger than the 5,000 images"),
     ],
 )
@@ -127,7 +129,7 @@ def test_module_entry_point_exit_status_and_help(tmp_path):
     assert (
         bad.stderr.strip()
         == "python -m jaxgan.train: error: unknown preset 'nope'; choose one of: small, small-beta09, wide, deep, tiny, "
-        "cgan-small, dcgan, tiny-dcgan"
+        "cgan-small, cgan-deep-projection, dcgan, tiny-dcgan"
     )
     helped = run_module("--help", cwd=tmp_path)
     assert helped.returncode == 0

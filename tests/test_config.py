@@ -27,7 +27,7 @@ def test_presets_reproduce_the_seeds(name):
 
 
 def test_every_preset_is_valid_and_named_after_itself():
-    assert set(PRESETS) == {*SEED_RECIPES, "tiny", "cgan-small", "dcgan", "tiny-dcgan"}
+    assert set(PRESETS) == {*SEED_RECIPES, "tiny", "cgan-small", "cgan-deep-projection", "dcgan", "tiny-dcgan"}
     for name, c in PRESETS.items():
         assert c.validate().preset == name
 
@@ -42,7 +42,7 @@ def test_config_is_frozen_and_hashable():
 def test_unknown_preset_lists_the_valid_ones():
     with pytest.raises(
         ValueError,
-        match="unknown preset 'nope'; choose one of: small, small-beta09, wide, deep, tiny, cgan-small, dcgan, tiny-dcgan",
+        match="unknown preset 'nope'; choose one of: small, small-beta09, wide, deep, tiny, cgan-small, cgan-deep-projection, dcgan, tiny-dcgan",
     ):
         preset("nope")
 
@@ -66,6 +66,8 @@ def test_unknown_preset_lists_the_valid_ones():
         ({"loss": "wgan"}, "loss must be one of bce, minimax, lsgan, hinge, wgan-gp, got 'wgan'"),
         ({"gp_weight": -1.0}, "gp_weight must be non-negative, got -1.0"),
         ({"conditional": 1}, "conditional must be true or false, got 1"),
+        ({"conditioning": "film"}, "conditioning must be one of concat, projection, got 'film'"),
+        ({"conditioning": "projection"}, "conditioning projection is for a conditional GAN: add --conditional"),
         ({"g_features": 0}, "g_features must be positive"),
         ({"d_features": -8}, "d_features must be positive"),
     ],
@@ -78,6 +80,9 @@ def test_validate_names_the_bad_field(change, message):
 def test_new_presets_are_their_recipes():
     """cgan-small is small, conditional; dcgan is pytorch/examples dcgan's nz, ngf, ndf, batch and Adam."""
     assert preset("cgan-small") == preset("small").replace(preset="cgan-small", conditional=True)
+    nets = {k: getattr(preset("deep"), k) for k in ("g_hidden", "d_hidden", "g_activation", "d_activation")}
+    projection = preset("cgan-small").replace(preset="cgan-deep-projection", conditioning="projection", **nets)
+    assert preset("cgan-deep-projection") == projection  # cgan-small's recipe, deep's nets
     dcgan = preset("dcgan")
     assert (dcgan.arch, dcgan.latent_dim, dcgan.g_features, dcgan.d_features) == ("dcgan", 100, 64, 64)
     assert (dcgan.batch_size, dcgan.lr, dcgan.beta1, dcgan.beta2, dcgan.seed_epochs) == (64, 2e-4, 0.5, 0.999, 25)
@@ -91,7 +96,7 @@ def test_dict_round_trip_restores_tuples():
     d = preset("tiny-dcgan").replace(conditional=True, loss="hinge")
     assert Config.from_dict(d.to_dict()) == d
     # A config written before arch, conditional and loss existed reads as the seeds' MLP GAN.
-    new_fields = ("arch", "conditional", "loss", "gp_weight", "g_features", "d_features")
+    new_fields = ("arch", "conditional", "conditioning", "loss", "gp_weight", "g_features", "d_features")
     old = {k: v for k, v in c.to_dict().items() if k not in new_fields}
     assert Config.from_dict(old) == c
     with pytest.raises(ValueError, match="unknown config field"):

@@ -19,6 +19,10 @@ PARAM_COUNTS = {
     "wide": (64 * 256 + 256 + 256 * 256 + 256 + 256 * 784 + 784, 784 * 256 + 256 + 256 * 256 + 256 + 257),
     "deep": (100 * 256 + 256 + 256 * 512 + 512 + 512 * 784 + 784, 784 * 512 + 512 + 512 * 256 + 256 + 257),
     "cgan-small": (114_064 + 10 * 128, 100_609 + 10 * 128),  # one-hot labels: 10 more inputs to layer 0
+    "cgan-deep-projection": (  # deep's; G: 10 more inputs to layer 0; D: the bare image, a (10, 256) embedding
+        100 * 256 + 256 + 256 * 512 + 512 + 512 * 784 + 784 + 10 * 256,
+        784 * 512 + 512 + 512 * 256 + 256 + 257 + 10 * 256,
+    ),
     "dcgan": (
         100 * 128 * 49 + 2 * 128 + 128 * 64 * 16 + 2 * 64 + 64 * 1 * 16,  # 759,680
         1 * 64 * 16 + 64 * 128 * 16 + 2 * 128 + 128 * 1 * 49,  # 138,624
@@ -28,13 +32,16 @@ PARAM_COUNTS = {
 
 def expected_counts(config) -> tuple[int, int]:
     labels = config.num_classes if config.conditional else 0
+    projection = config.conditional and config.conditioning == "projection"
+    d_labels = 0 if projection else labels  # a projection D's input is the bare image
     if config.arch == "dcgan":
         nz, ngf, ndf = config.latent_dim + labels, config.g_features, config.d_features
         g = nz * 2 * ngf * 49 + 2 * (2 * ngf) + 2 * ngf * ngf * 16 + 2 * ngf + ngf * 16
-        d = (1 + labels) * ndf * 16 + ndf * 2 * ndf * 16 + 2 * (2 * ndf) + 2 * ndf * 49
-        return g, d
+        d = (1 + d_labels) * ndf * 16 + ndf * 2 * ndf * 16 + 2 * (2 * ndf) + 2 * ndf * 49
+        return g, d + projection * labels * 2 * ndf  # the embedding (10, 2ndf)
     g = expected_param_count((config.latent_dim + labels, *config.g_hidden, 784))
-    return g, expected_param_count((784 + labels, *config.d_hidden, 1))
+    d = expected_param_count((784 + d_labels, *config.d_hidden, 1))
+    return g, d + projection * labels * config.d_hidden[-1]  # the embedding (10, last hidden width)
 
 
 @functools.cache
@@ -174,8 +181,9 @@ def test_batch_norm_train_mode_normalises_and_tracks_pytorchs_running_stats():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["tiny", "tiny-dcgan"])
-def test_conditional_networks_need_their_labels_and_use_them(name):
-    config = preset(name).replace(conditional=True)
+@pytest.mark.parametrize("conditioning", ["concat", "projection"])
+def test_conditional_networks_need_their_labels_and_use_them(name, conditioning):
+    config = preset(name).replace(conditional=True, conditioning=conditioning)
     g_vars, d_vars = fresh_variables(config)
     z, labels = example_inputs(config)
     with pytest.raises(ValueError, match="the conditional generator needs labels"):
@@ -210,6 +218,29 @@ def test_conditional_mlp_grows_the_first_layers_input_only():
             a["linear_0"]["kernel"].shape[1],
         )
         assert all(a[k]["kernel"].shape == b[k]["kernel"].shape for k in list(a)[1:])
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-dcgan"])
+def test_projection_discriminator_reads_the_bare_image_and_adds_the_label_term(name):
+    """conditioning "projection": D's layers are the unconditional D's, plus `embed` (10, |φ|); its
+    logit is the unconditional logit of the same weights plus <embed[label], φ(x)>."""
+    config = preset(name).replace(conditional=True, conditioning="projection")
+    plain = preset(name)
+    _, d_vars = fresh_variables(config)
+    _, plain_vars = fresh_variables(plain)
+    net, plain_net = d_vars["params"]["net"], plain_vars["params"]["net"]
+    width = config.d_hidden[-1] if config.arch == "mlp" else 2 * config.d_features
+    assert set(net) == {*plain_net, "embed"} and net["embed"]["embedding"].shape == (10, width)
+    assert jax.tree.map(jnp.shape, {k: v for k, v in net.items() if k != "embed"}) == jax.tree.map(jnp.shape, plain_net)
+    images = jax.random.uniform(jax.random.key(2), (5, 28, 28, 1), minval=-1, maxval=1)
+    labels = jnp.arange(5, dtype=jnp.int32) * 2
+    without = {**d_vars, "params": {"net": {k: v for k, v in net.items() if k != "embed"}}}
+    bare = Discriminator(plain).apply(without, images, train=False)
+    logits = Discriminator(config).apply(d_vars, images, labels, train=False)
+    # The label term alone: with a zero embedding the projection D is the unconditional one.
+    zeroed = {**d_vars, "params": {"net": {**net, "embed": {"embedding": jnp.zeros((10, width))}}}}
+    np.testing.assert_allclose(Discriminator(config).apply(zeroed, images, labels, train=False), bare, atol=1e-6)
+    assert float(jnp.abs(logits - bare).min()) > 1e-6  # every example's logit moved by its label's term
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,7 @@ STEP_PRESETS = [name for name, c in PRESETS.items() if c.arch == "mlp" and not c
 EXTRA_CASES = {
     "tiny-dcgan": preset("tiny-dcgan"),
     "tiny-conditional": preset("tiny").replace(conditional=True),
+    "tiny-projection": preset("tiny").replace(conditional=True, conditioning="projection"),
     **{f"tiny-{loss}": preset("tiny").replace(loss=loss) for loss in LOSSES if loss != "bce"},
 }
 CASES = {**{name: preset(name) for name in STEP_PRESETS}, **EXTRA_CASES}

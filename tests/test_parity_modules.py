@@ -1,11 +1,11 @@
 """Cross-framework parity, module by module: every network computes what torch_ref's does.
 
-For the MLP and the DCGAN, each unconditional and conditional, at tiny sizes in float32:
-the same weights (through jaxgan.convert) give the same generator and discriminator
-outputs in train mode and in eval mode, the same BatchNorm running statistics, and, for
-each GAN loss, the same loss values and gradients with respect to every parameter. The
-mutation tests show each tolerance is sharp: breaking one detail on the JAX side misses it
-by at least MIN_FACTOR.
+For the MLP and the DCGAN, each unconditional, conditional by concat and conditional by
+projection, at tiny sizes in float32: the same weights (through jaxgan.convert) give the same
+generator and discriminator outputs in train mode and in eval mode, the same BatchNorm running
+statistics, and, for each GAN loss, the same loss values and gradients with respect to every
+parameter. The mutation tests show each tolerance is sharp: breaking one detail on the JAX side
+misses it by at least MIN_FACTOR.
 
 Gaps are relative: max |jax - torch| / max |torch| per tensor, and |jax - torch| / max(|torch|, 1)
 for a loss value (a loss near 0, such as hinge's G loss -mean(logits), has no relative digits).
@@ -44,6 +44,8 @@ CASES = {
     "mlp-conditional": preset("tiny").replace(loss="lsgan", conditional=True),
     "dcgan": preset("tiny-dcgan").replace(loss="lsgan"),
     "dcgan-conditional": preset("tiny-dcgan").replace(loss="lsgan", conditional=True),
+    "mlp-projection": preset("tiny").replace(loss="lsgan", conditional=True, conditioning="projection"),
+    "dcgan-projection": preset("tiny-dcgan").replace(loss="lsgan", conditional=True, conditioning="projection"),
 }
 CONDITIONAL = [name for name, config in CASES.items() if config.conditional]
 
@@ -357,6 +359,44 @@ def test_mutation_batch_norm_in_eval_mode_during_training():
     gaps = forward_gaps(Pair(CASES["dcgan"]), g_train=False)
     factor = gaps["G train"] / OUTPUT_TOL
     print(f"PARITY mutation BatchNorm eval mode in training: {factor:.0f}x")
+    assert factor >= MIN_FACTOR
+
+
+PROJECTION = [name for name, config in CASES.items() if config.conditioning == "projection"]
+
+
+@pytest.mark.parametrize("name", PROJECTION)
+def test_mutation_projection_term_dropped(name, monkeypatch):
+    """A projection D without its label term <embed[label], φ(x)> (the label ignored)."""
+    monkeypatch.setattr(models, "projection", lambda features, labels, *_: jnp.zeros(features.shape[0]))
+    gaps = forward_gaps(Pair(CASES[name]))
+    factor = gaps["D train"] / OUTPUT_TOL
+    print(f"PARITY mutation projection term dropped ({name}): {factor:.0f}x")
+    assert factor >= MIN_FACTOR
+
+
+def before_activation(name: str):
+    """φ(x) as it was before D's last LeakyReLU (recovered by inverting it)."""
+    slope = CASES[name].leaky_slope
+    return lambda features: jnp.where(features < 0, features / slope, features)
+
+
+# The features a projection must read, each mutated: the MLP's after its LeakyReLU, the DCGAN's
+# summed (not averaged) over its 7x7 positions.
+FEATURE_MUTATIONS = {
+    "mlp-projection": ("features before the activation", before_activation("mlp-projection")),
+    "dcgan-projection": ("7x7 features averaged, not summed", lambda features: features / 49),
+}
+
+
+@pytest.mark.parametrize("name", PROJECTION)
+def test_mutation_projection_of_the_wrong_features(name, monkeypatch):
+    what, mutate = FEATURE_MUTATIONS[name]
+    original = models.projection
+    monkeypatch.setattr(models, "projection", lambda features, *args: original(mutate(features), *args))
+    gaps = forward_gaps(Pair(CASES[name]))
+    factor = gaps["D train"] / OUTPUT_TOL
+    print(f"PARITY mutation projection of the {what} ({name}): {factor:.0f}x")
     assert factor >= MIN_FACTOR
 
 

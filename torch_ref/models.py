@@ -19,7 +19,9 @@ Sequential with ngf = config.g_features, ndf = config.d_features and its `weight
 Every discriminator ends in `torch_ref.losses.final_activation(config.loss)`: the seeds'
 nn.Sigmoid for bce and minimax, nn.Identity (the bare logit) for lsgan, hinge and wgan-gp.
 Conditional networks take z ⊕ one-hot(label) and flatten(x) ⊕ one-hot(label) (mlp), or
-x with 10 constant one-hot planes after its channel (dcgan D).
+x with 10 constant one-hot planes after its channel (dcgan D); a projection discriminator
+(conditioning "projection") takes the bare image and adds <embed(label), φ(x)> to its logit,
+its nn.Embedding `embed` beside `net` (state-dict key `embed.weight`).
 """
 
 from __future__ import annotations
@@ -76,8 +78,9 @@ def dcgan_discriminator(config: Config, in_channels: int) -> nn.Sequential:
 
 
 def dcgan_weights_init(module: nn.Module) -> None:
-    """pytorch/examples dcgan `weights_init`: conv weights N(0, 0.02), BatchNorm N(1, 0.02) and 0."""
-    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+    """pytorch/examples dcgan `weights_init`: conv weights N(0, 0.02), BatchNorm N(1, 0.02) and 0;
+    a projection discriminator's label embedding N(0, 0.02) like the conv weights."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):  # Embedding: a projection D's
         nn.init.normal_(module.weight, 0.0, DCGAN_INIT_STD)
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, DCGAN_INIT_STD)
@@ -119,29 +122,51 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """images (B, 1, 28, 28) (or (B, 28, 28, 1): one channel, the same memory), labels (B,) when
     conditional -> (B, 1): D(x) = P(real) through the seeds' final Sigmoid (bce, minimax), or
-    the logit (lsgan, hinge, wgan-gp)."""
+    the logit (lsgan, hinge, wgan-gp).
+
+    conditioning "projection": the image alone goes through `net` up to its last layer, whose input
+    φ(x) (the MLP's last hidden layer; the DCGAN's 7x7 features summed over space) also meets the
+    label's `embed` row: logit = last(φ) + <embed(label), φ>, then the final activation.
+    """
 
     def __init__(self, config: Config):
         super().__init__()
         self.config = config
-        extra = config.num_classes if config.conditional else 0
+        self.projection = config.conditional and config.conditioning == "projection"
+        extra = config.num_classes if config.conditional and not self.projection else 0
         if config.arch == "dcgan":
             self.net = dcgan_discriminator(config, 1 + extra)
+            width = 2 * config.d_features
         else:
             widths = [config.image_size + extra, *config.d_hidden, 1]
             self.net = mlp(widths, config.d_activation, config.leaky_slope, final_activation(config.loss))
+            width = config.d_hidden[-1]
+        if self.projection:
+            self.embed = nn.Embedding(config.num_classes, width)  # N(0, 1), PyTorch's default (dcgan: weights_init's)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         one_hot = one_hot_labels(self.config, labels, "discriminator")
         if self.config.arch == "dcgan":
             x = images.reshape(-1, 1, 28, 28)
+            if self.projection:
+                return self.project(x, labels, spatial=True).view(-1, 1)
             if one_hot is not None:  # one constant plane per class, after the image channel
                 x = torch.cat([x, one_hot[:, :, None, None].expand(-1, -1, 28, 28)], 1)  # (B, 11, 28, 28)
             return self.net(x).view(-1, 1)
         x = images.flatten(1)  # (B, 784)
+        if self.projection:
+            return self.project(x, labels, spatial=False)
         if one_hot is not None:
             x = torch.cat([x, one_hot], 1)  # (B, 794)
         return self.net(x)
+
+    def project(self, x: torch.Tensor, labels: torch.Tensor, spatial: bool) -> torch.Tensor:
+        """`net` with the projection term added before its final activation: (B, 1) or (B, 1, 1, 1)."""
+        features = self.net[:-2](x)  # φ(x): (B, d_hidden[-1]) or (B, 2ndf, 7, 7)
+        logits = self.net[-2](features)
+        pooled = features.sum((2, 3)) if spatial else features  # (B, F)
+        term = (self.embed(labels.long()) * pooled).sum(1)  # (B,)
+        return self.net[-1](logits + term.view(-1, *[1] * (logits.dim() - 1)))
 
 
 def build_models(config: Config, seed: int = 0) -> tuple[Generator, Discriminator]:
