@@ -1,8 +1,11 @@
-"""Sample-quality rows of issue 16's models: the DCGAN, the conditional small GAN and each loss on small.
+"""Sample-quality rows of the models beyond the seeds: the DCGAN, the conditional GANs and each loss on small.
 
     python docs/quality_models.py                                   # every row, seed 0, the seeds' step budget
     python docs/quality_models.py --rows small-lsgan cgan-small --seeds 0 1 --epochs 5 --out /tmp/q
     python docs/quality_models.py --train-only                      # train (or resume) the runs, measure later
+    # docs/quality.md's conditional table (and --epochs 25 --name quality_conditional_25ep):
+    python docs/quality_models.py --rows small cgan-small small-projection deep-nets deep-nets-concat \
+        cgan-deep-projection --seeds 0 1 2 --name quality_conditional
 
 Each row is a preset with a loss, trained on mnist-5k by `jaxgan.train.train_and_evaluate` (the
 loop of `python -m jaxgan.train`; without --epochs, the preset's seed step budget) into its own
@@ -40,10 +43,14 @@ ROWS = {
     "small-hinge": ("small", {"loss": "hinge"}),
     "small-wgan-gp": ("small", {"loss": "wgan-gp"}),
     "cgan-small": ("cgan-small", {}),
+    "small-projection": ("cgan-small", {"conditioning": "projection"}),
+    "deep-nets": ("cgan-deep-projection", {"conditional": False, "conditioning": "concat"}),  # unconditional
+    "deep-nets-concat": ("cgan-deep-projection", {"conditioning": "concat"}),
+    "cgan-deep-projection": ("cgan-deep-projection", {}),
     "dcgan": ("dcgan", {}),
 }
-KEYS = ("fd", "score", "coverage_kl", "max_prob", "cond_acc")
-DIGITS = (1, 2, 3, 3, 3)
+KEYS = ("fd", "class_fd", "score", "coverage_kl", "max_prob", "cond_acc")
+DIGITS = (1, 1, 2, 3, 3, 3)
 
 
 def table_row(name: str, steps_text: str, results: list[dict]) -> str:
@@ -113,7 +120,11 @@ def main() -> None:
                 images = sampling.images_of(config, state.g_params, z, labels, state.g_batch_stats)
                 visualize.save_grid(images, out / f"{args.name}_{row}.png", config.grid_size)
         name, changes = ROWS[row]
-        label = f"`{name}`" + (f" `--loss {changes['loss']}`" if "loss" in changes else "")
+        flags = " ".join(
+            f"--no-{k}" if v is False else f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+            for k, v in changes.items()
+        )
+        label = f"`{name}`" + (f" `{flags}`" if flags else "")
         steps = f"{runs[0]['steps']} ({runs[0]['epochs']} ep)"
         lines.append(table_row(f"{label} raw", steps, raw))
         lines.append(table_row(f"{label} untrained (floor)", "0", floor))
@@ -121,12 +132,13 @@ def main() -> None:
         print(lines[-2], flush=True)
     results["ceiling"] = ceilings
     caption = (
-        f"FD@{evaluator.n} (lower is better), classifier score (max 10), coverage KL to uniform (0 = all digits "
+        f"FD@{evaluator.n} (lower is better), per-class FD (mean over the digits of the FD of each digit's "
+        "images, asked for or as read, against its held-out real images), classifier score (max 10), coverage KL to uniform (0 = all digits "
         "equally often, 2.303 = one digit), mean max-probability, conditional accuracy (the share of images "
         f"read as the digit asked for; 0.1 = chance); seeds {args.seeds}; classifier test accuracy {accuracy:.1%} "
         f"on {evaluator.classifier.info['heldout_images']} held-out images."
     )
-    header = "| generator | steps | FD@1000 ↓ | score ↑ | coverage KL ↓ | max-prob ↑ | cond. acc. ↑ |"
+    header = "| generator | steps | FD@1000 ↓ | class FD ↓ | score ↑ | coverage KL ↓ | max-prob ↑ | cond. acc. ↑ |"
     ceiling = table_row("real training images (ceiling)", "—", ceilings)
     quality_table.write_table(out, args.name, caption, header, [ceiling, *lines])
     (out / f"{args.name}.json").write_text(json.dumps(results, indent=1) + "\n")

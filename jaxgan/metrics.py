@@ -13,10 +13,15 @@ so it is always reported with it as `fd_n`):
   `coverage_kl`: its KL divergence to the uniform distribution (0 = every digit equally
   often; log 10 = 2.30 = one digit only): the mode-collapse detector.
 - `max_prob`: the mean of max_y p(y|x), the classifier's confidence.
+- `class_fd`: the per-class Frechet distance, the mean over the digits c of the FD between the
+  images of c (a conditional generator's: those asked for c; otherwise those the classifier reads
+  as c) and the held-out real images of c: how well each digit is drawn, apart from how often.
+  Digits with fewer than CLASS_FD_MIN images are left out of the mean (NaN if every one is).
 - `cond_acc` (conditional generators only): the conditional accuracy, the share of the N
   images that the classifier assigns to the digit the generator was asked for (the digits
   0..9 in turn, `sampling.balanced_labels`). 0.1 is chance; real images with their own labels
-  (the ceiling) score the classifier's accuracy on them.
+  (the ceiling) score the classifier's accuracy on them. `cond_acc_digits` (10,): the same for
+  each digit asked for (NaN for a digit not asked for).
 
 Reference points (`reference_rows`): the *ceiling* is the same metrics for N held-out real
 images against N real training images; the *floor* is an untrained generator.
@@ -36,6 +41,7 @@ from jaxgan.cli import UserError
 from jaxgan.config import Config
 
 FD_N = 1000
+CLASS_FD_MIN = 20  # images of a digit for its per-class FD (about 100 of each at FD_N)
 METRIC_KEYS = ("fd", "score", "coverage_kl", "max_prob")
 
 
@@ -106,6 +112,10 @@ class Evaluator:
             raise UserError(f"the held-out split has {len(reference)} images, fewer than the {n} asked for")
         _, features = classifier_lib.predict(clf.params, reference)
         self.reference_stats = gaussian_stats(features)
+        _, features = classifier_lib.predict(clf.params, split.heldout_images)
+        self.class_reference_stats = [
+            gaussian_stats(features[split.heldout_labels == c]) for c in range(classifier_lib.NUM_CLASSES)
+        ]
 
     @classmethod
     def for_dataset(
@@ -120,7 +130,16 @@ class Evaluator:
         `labels` (N,), the digits they should be, also their conditional accuracy `cond_acc`."""
         probs, features = classifier_lib.predict(self.classifier.params, np.asarray(images, np.float32))
         hist = coverage(probs)
-        conditional = {} if labels is None else {"cond_acc": conditional_accuracy(probs, labels)}
+        conditional = {}
+        if labels is not None:
+            labels = np.asarray(labels)
+            conditional = {
+                "cond_acc": conditional_accuracy(probs, labels),
+                "cond_acc_digits": [
+                    round(conditional_accuracy(probs[labels == c], labels[labels == c]), 4)
+                    for c in range(classifier_lib.NUM_CLASSES)
+                ],
+            }
         return {
             "fd": frechet_distance(*gaussian_stats(features), *self.reference_stats),
             "fd_n": len(images),
@@ -128,8 +147,18 @@ class Evaluator:
             "coverage_kl": kl_to_uniform(hist),
             "max_prob": float(probs.max(axis=1).mean()),
             "coverage": [round(float(x), 4) for x in hist],
+            "class_fd": self.class_fd(features, probs.argmax(axis=1) if labels is None else np.asarray(labels)),
             **conditional,
         }
+
+    def class_fd(self, features: np.ndarray, classes: np.ndarray) -> float:
+        """Mean per-class FD (`class_fd` above) of classifier features (N, 128) whose digits are `classes` (N,)."""
+        fds = [
+            frechet_distance(*gaussian_stats(features[classes == c]), *reference)
+            for c, reference in enumerate(self.class_reference_stats)
+            if np.sum(classes == c) >= CLASS_FD_MIN
+        ]
+        return float(np.mean(fds)) if fds else float("nan")
 
     def generator(self, config: Config, g_params, seed: int = 0, *, batch_stats=None) -> dict[str, Any]:
         """All metrics of self.n images of the generator, from noise of `seed` (eval mode with a
@@ -155,7 +184,9 @@ class Evaluator:
 
 
 def conditional_accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
-    """The share of images (probs (N, 10)) whose predicted class is their label (N,)."""
+    """The share of images (probs (N, 10)) whose predicted class is their label (N,); NaN for none."""
+    if len(labels) == 0:
+        return float("nan")
     return float(np.mean(np.asarray(probs).argmax(axis=1) == np.asarray(labels)))
 
 

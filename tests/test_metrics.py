@@ -150,6 +150,25 @@ def test_real_vs_real_is_the_ceiling_and_far_below_noise(evaluator):
 
 
 @pytest.mark.slow
+def test_per_class_fd_reads_each_digit_against_its_own_real_images(evaluator):
+    split = evaluator.split
+    heldout = evaluator.images(split.heldout_images, split.heldout_labels)
+    assert heldout["class_fd"] == pytest.approx(0, abs=1e-6)  # every digit against itself
+    accuracy = classifier.accuracy(evaluator.classifier.params, split.heldout_images, split.heldout_labels)
+    assert heldout["cond_acc"] == pytest.approx(accuracy) and min(heldout["cond_acc_digits"]) > 0.3
+    assert np.mean(heldout["cond_acc_digits"]) == pytest.approx(heldout["cond_acc"])  # 100 of each digit
+    wrong = evaluator.images(split.heldout_images, (split.heldout_labels + 1) % 10)  # each digit read as the next
+    assert max(wrong["cond_acc_digits"]) < 0.1
+    ceiling = evaluator.ceiling(conditional=True)
+    assert ceiling["class_fd"] > 0 and wrong["class_fd"] > 5 * ceiling["class_fd"]
+    # Unlabelled images are grouped by the digit the classifier reads; a digit seen fewer than
+    # CLASS_FD_MIN times is left out, and with none left the mean is NaN.
+    assert evaluator.images(split.heldout_images)["class_fd"] < ceiling["class_fd"]
+    threes = split.heldout_images[split.heldout_labels == 3][:10]
+    assert np.isnan(evaluator.images(threes)["class_fd"])
+
+
+@pytest.mark.slow
 def test_a_one_digit_generator_is_flagged_by_coverage(evaluator):
     split = evaluator.split
     threes = split.train_images[split.train_labels == 3][:300]
