@@ -96,13 +96,16 @@ def strided_taps(x: jax.Array, axis: int, kernel: int, stride: int, size: int) -
     return jnp.concatenate([jax.lax.slice_in_dim(x, t, t + end, stride, axis) for t in range(kernel)], axis=-1)
 
 
-CONV_IMPLS = ("gemm", "xla")  # how `Conv` and `ConvTranspose` compute: matrix products, or XLA's convolutions
+# How `Conv` and `ConvTranspose` compute: matrix products, XLA's convolutions, or XLA's with a
+# transposed convolution's input dilated by padding (a stride-1 convolution, no lhs dilation).
+CONV_IMPLS = ("gemm", "xla", "xla-pad")
 
 
 def conv_impl(backend: str | None = None) -> str:
     """The convolution implementation for `backend` (default: JAX's): "gemm" (im2col + matrix
-    product) on CPU, where XLA's convolutions are several times slower inside the training scan
-    (docs/performance.md), and "xla" (`lax.conv_general_dilated`, cuDNN / the TPU's) elsewhere."""
+    product) on CPU, where XLA's convolutions are 13x slower inside the training scan under every
+    XLA:CPU flag measured (docs/performance.md), and "xla" (`lax.conv_general_dilated`, cuDNN / the
+    TPU's) elsewhere. "xla-pad" is measured by benchmarks/conv_flags.py, never chosen."""
     return "gemm" if (backend or jax.default_backend()) == "cpu" else "xla"
 
 
@@ -132,7 +135,7 @@ class Conv(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         k, s, p = self.kernel, self.stride, self.padding
         kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
-        if (self.impl or conv_impl()) == "xla":
+        if (self.impl or conv_impl()) in ("xla", "xla-pad"):
             y = jax.lax.conv_general_dilated(
                 x, kernel, (s, s), ((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC")
             )
@@ -181,8 +184,9 @@ class ConvTranspose(nn.Module):
     columns: 2 * kernel pads rather than kernel**2) sums them onto the output canvas, and `padding`
     is cropped from each side. impl "xla" (`conv_impl()`'s choice off CPU) computes the same as
     `lax.conv_general_dilated`: the input dilated by the stride, padded by kernel - 1 - padding,
-    correlated with the spatially flipped kernel (the gradient of Conv2d). The two agree up to
-    summation order; XLA's CPU convolutions run several times slower inside the training scan.
+    correlated with the spatially flipped kernel (the gradient of Conv2d); impl "xla-pad" the same
+    with the input dilated and padded by `lax.pad`, a stride-1 convolution without lhs dilation.
+    They agree up to summation order; XLA's CPU convolutions run 13x slower inside the training scan.
 
     kernel: (kernel, kernel, features, in), torch's weight (in, features, kernel, kernel)
     transposed by (2, 3, 1, 0) (the layout of flax's nn.ConvTranspose with transpose_kernel=True).
@@ -198,12 +202,18 @@ class ConvTranspose(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         k, s, p = self.kernel, self.stride, self.padding
         kernel = self.param("kernel", dcgan_kernel_init, (k, k, self.features, x.shape[-1]))
-        if (self.impl or conv_impl()) == "xla":
+        impl = self.impl or conv_impl()
+        if impl in ("xla", "xla-pad"):
             flipped = kernel[::-1, ::-1].transpose(0, 1, 3, 2)  # (k, k, in, features)
-            pad = ((k - 1 - p, k - 1 - p), (k - 1 - p, k - 1 - p))
-            return jax.lax.conv_general_dilated(
-                x, flipped, (1, 1), pad, lhs_dilation=(s, s), dimension_numbers=("NHWC", "HWIO", "NHWC")
-            )
+            edge = k - 1 - p
+            numbers = ("NHWC", "HWIO", "NHWC")
+            if impl == "xla-pad":  # dilate and pad the input itself: a plain stride-1 convolution
+                x = jax.lax.pad(
+                    x, jnp.zeros((), x.dtype), ((0, 0, 0), (edge, edge, s - 1), (edge, edge, s - 1), (0, 0, 0))
+                )
+                return jax.lax.conv_general_dilated(x, flipped, (1, 1), "VALID", dimension_numbers=numbers)
+            pad = ((edge, edge), (edge, edge))
+            return jax.lax.conv_general_dilated(x, flipped, (1, 1), pad, lhs_dilation=(s, s), dimension_numbers=numbers)
         taps = jnp.einsum("bhwc,ijoc->ijbhwo", x, kernel)  # (k, k, B, H, W, features)
         rows = scatter_taps(taps, 2, s)  # (k, B, H', W, features): taps[i] placed along H
         canvas = scatter_taps(rows, 2, s)  # (B, H', W', features): rows[j] placed along W

@@ -14,6 +14,10 @@ atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _XLA_CACHE)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# Full float32 matrix products and convolutions on every backend: on recent NVIDIA GPUs XLA's
+# default for float32 is TF32 (a 10-bit mantissa), which would miss the parity tests' 1e-6 by
+# orders of magnitude. The CPU computes float32 either way (docs/parity.md, "Precision").
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -231,3 +231,24 @@ def test_conv_layers_refuses_an_mlp_preset(capsys):
         conv_layers.main(["--preset", "small"])
     assert exit_info.value.code == 2
     assert "--preset small is an MLP" in capsys.readouterr().err
+
+
+def test_conv_flags_reads_each_convolutions_path_from_the_optimized_hlo():
+    """benchmarks.conv_flags.hlo_paths on real programs: XLA's convolution of the DCGAN's D (64
+    channels in) runs in a YNNPACK fusion by default, the matrix-product layer is dots only."""
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks import conv_flags
+    from jaxgan import models
+
+    x = jnp.ones((2, 14, 14, 64))
+    paths = {}
+    for impl in ("xla", "gemm"):
+        layer = models.Conv(128, 4, 2, 1, impl=impl)
+        variables = layer.init(jax.random.key(0), x)
+        paths[impl] = conv_flags.hlo_paths(jax.jit(layer.apply).lower(variables, x).compile().as_text())
+    assert sum(v for k, v in paths["xla"].items() if k.startswith("convolution")) == 1
+    assert not any(k.startswith("dot") for k in paths["xla"])
+    assert not any(k.startswith("convolution") for k in paths["gemm"]) and sum(paths["gemm"].values()) >= 1
+    assert set(conv_flags.SETTINGS) >= {"default (YNNPACK)", "YNNPACK off (Eigen)"}

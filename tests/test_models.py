@@ -272,8 +272,9 @@ def test_matrix_product_and_xla_convolutions_agree(layer, shape):
     out, grads = {}, {}
     for impl in models.CONV_IMPLS:
         out[impl], grads[impl] = forward_and_grads(impl, variables, x)
-    np.testing.assert_allclose(out["gemm"], out["xla"], atol=2e-6, rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(grads["gemm"]), jax.tree.leaves(grads["xla"]), strict=True):
-        # Each gradient element sums B * H * W products: its rounding scales with the largest.
-        assert np.max(np.abs(a - b)) <= 2e-6 * max(1.0, float(np.max(np.abs(a))))
+    for impl in ("xla", "xla-pad"):
+        np.testing.assert_allclose(out["gemm"], out[impl], atol=2e-6, rtol=1e-5)
+        for a, b in zip(jax.tree.leaves(grads["gemm"]), jax.tree.leaves(grads[impl]), strict=True):
+            # Each gradient element sums B * H * W products: its rounding scales with the largest.
+            assert np.max(np.abs(a - b)) <= 2e-6 * max(1.0, float(np.max(np.abs(a))))
     assert models.conv_impl("cpu") == "gemm" and models.conv_impl("gpu") == models.conv_impl("tpu") == "xla"

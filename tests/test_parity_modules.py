@@ -146,6 +146,21 @@ def worst_ratio(gaps: dict[str, float]) -> float:
     return max(gap / tolerance(kind) for kind, gap in gaps.items())
 
 
+# ---------------------------------------------------------------- 0. precision
+
+
+def test_the_tests_ask_for_full_float32_products_and_convolutions():
+    """tests/conftest.py sets JAX_DEFAULT_MATMUL_PRECISION=highest: without it a GPU's float32
+    matmuls and convolutions run as TF32 and miss these tolerances (docs/parity.md, "Precision")."""
+    assert jax.config.jax_default_matmul_precision == "highest"
+    layer = models.Conv(4, 3, 1, 1, impl="xla")
+    x = jnp.ones((1, 5, 5, 2))
+    text = jax.jit(layer.apply).lower(layer.init(jax.random.key(0), x), x).as_text()
+    assert "convolution" in text and "HIGHEST" in text
+    text = jax.jit(lambda a, b: a @ b).lower(jnp.ones((4, 4)), jnp.ones((4, 4))).as_text()
+    assert "precision = [HIGHEST, HIGHEST]" in text
+
+
 # ---------------------------------------------------------------- 1. sizes
 
 
