@@ -273,13 +273,13 @@ def _train_from(runs: Runs, starts, epoch0: int, active: list[int], placement, m
                     loop.save(on_host(), epoch)
                 if stop_signal is not None and epoch < template.epochs:
                     loop.stop(signal.Signals(stop_signal), epoch)
-            for saver in loop.savers:  # still inside StopOnSignal: a signal now lets the last saves finish
+            for saver in loop.savers:  # still inside StopOnSignal: a signal now lets the last saves finish,
                 saver.wait()
+            return loop.finish(steps.unstack(stacked, configs), epoch0)  # and the pictures and summary
     except jax.errors.JaxRuntimeError as err:
         if "RESOURCE_EXHAUSTED" in str(err):
             raise UserError(memory.out_of_memory_advice(num_runs)) from None
         raise
-    return loop.finish(steps.unstack(stacked, configs), epoch0)
 
 
 @dataclasses.dataclass
