@@ -137,6 +137,11 @@ class Config:
     def num_classes(self) -> int:
         return NUM_CLASSES
 
+    @property
+    def projection_discriminator(self) -> bool:
+        """Whether D takes the label by projection (a conditional GAN with conditioning "projection")."""
+        return self.conditional and self.conditioning == "projection"
+
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 

@@ -99,7 +99,7 @@ def torch_layout(config: Config, net: str) -> list[Layer]:
     else:
         hidden = config.g_hidden if net == "generator" else config.d_hidden
         layers = [Layer(f"linear_{i}", f"net.{2 * i}", "linear") for i in range(len(hidden) + 1)]
-    if net == "discriminator" and config.conditional and config.conditioning == "projection":
+    if net == "discriminator" and config.projection_discriminator:
         layers.append(Layer("embed", "embed", "embedding"))
     return layers
 

@@ -107,12 +107,10 @@ class Evaluator:
 
     def __init__(self, clf: classifier_lib.Classifier, split: classifier_lib.Split, n: int = FD_N):
         self.classifier, self.split, self.n = clf, split, n
-        reference = split.heldout_images[:n]
-        if len(reference) < n:
-            raise UserError(f"the held-out split has {len(reference)} images, fewer than the {n} asked for")
-        _, features = classifier_lib.predict(clf.params, reference)
-        self.reference_stats = gaussian_stats(features)
-        _, features = classifier_lib.predict(clf.params, split.heldout_images)
+        if len(split.heldout_images) < n:
+            raise UserError(f"the held-out split has {len(split.heldout_images)} images, fewer than the {n} asked for")
+        _, features = classifier_lib.predict(clf.params, split.heldout_images)  # the reference: the first n
+        self.reference_stats = gaussian_stats(features[:n])
         self.class_reference_stats = [
             gaussian_stats(features[split.heldout_labels == c]) for c in range(classifier_lib.NUM_CLASSES)
         ]
@@ -147,7 +145,7 @@ class Evaluator:
             "coverage_kl": kl_to_uniform(hist),
             "max_prob": float(probs.max(axis=1).mean()),
             "coverage": [round(float(x), 4) for x in hist],
-            "class_fd": self.class_fd(features, probs.argmax(axis=1) if labels is None else np.asarray(labels)),
+            "class_fd": self.class_fd(features, probs.argmax(axis=1) if labels is None else labels),
             **conditional,
         }
 

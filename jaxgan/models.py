@@ -401,10 +401,9 @@ class Discriminator(nn.Module):
     def __call__(self, images: jax.Array, labels: jax.Array | None = None, train: bool = True) -> jax.Array:
         c = self.config
         one_hot = one_hot_labels(c, labels, "discriminator")
-        if c.conditioning == "projection":  # the label reaches the logit through `projection`, not the input
-            one_hot, projected = None, labels
-        else:
-            projected = None
+        projected = labels if c.projection_discriminator else None
+        if projected is not None:  # the label reaches the logit through `projection`, not the input
+            one_hot = None
         if c.arch == "dcgan":
             if one_hot is not None:  # one constant plane per class, after the image channel
                 planes = jnp.broadcast_to(one_hot[:, None, None, :], (*images.shape[:3], c.num_classes))

@@ -32,7 +32,7 @@ PARAM_COUNTS = {
 
 def expected_counts(config) -> tuple[int, int]:
     labels = config.num_classes if config.conditional else 0
-    projection = config.conditional and config.conditioning == "projection"
+    projection = config.projection_discriminator
     d_labels = 0 if projection else labels  # a projection D's input is the bare image
     if config.arch == "dcgan":
         nz, ngf, ndf = config.latent_dim + labels, config.g_features, config.d_features

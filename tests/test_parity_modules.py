@@ -377,7 +377,7 @@ def test_mutation_batch_norm_in_eval_mode_during_training():
     assert factor >= MIN_FACTOR
 
 
-PROJECTION = [name for name, config in CASES.items() if config.conditioning == "projection"]
+PROJECTION = [name for name, config in CASES.items() if config.projection_discriminator]
 
 
 @pytest.mark.parametrize("name", PROJECTION)

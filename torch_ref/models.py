@@ -132,7 +132,7 @@ class Discriminator(nn.Module):
     def __init__(self, config: Config):
         super().__init__()
         self.config = config
-        self.projection = config.conditional and config.conditioning == "projection"
+        self.projection = config.projection_discriminator
         extra = config.num_classes if config.conditional and not self.projection else 0
         if config.arch == "dcgan":
             self.net = dcgan_discriminator(config, 1 + extra)
