@@ -54,6 +54,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxgan import convolution
 from jaxgan.config import Config
 
 DCGAN_INIT_STD = 0.02  # pytorch/examples dcgan weights_init
@@ -86,26 +87,16 @@ def activation(name: str, leaky_slope: float):
     return lambda x: nn.leaky_relu(x, negative_slope=leaky_slope)
 
 
-def strided_taps(x: jax.Array, axis: int, kernel: int, stride: int, size: int) -> jax.Array:
-    """im2col along one axis: x (..., L, ..., C) -> (..., size, ..., kernel * C).
-
-    Tap t is the strided slice x[t], x[t + stride], ..., `size` long, along `axis`; the taps are
-    stacked on the last axis in (t, C) order.
-    """
-    end = stride * (size - 1) + 1
-    return jnp.concatenate([jax.lax.slice_in_dim(x, t, t + end, stride, axis) for t in range(kernel)], axis=-1)
-
-
 # How `Conv` and `ConvTranspose` compute: matrix products, XLA's convolutions, or XLA's with a
 # transposed convolution's input dilated by padding (a stride-1 convolution, no lhs dilation).
 CONV_IMPLS = ("gemm", "xla", "xla-pad")
 
 
 def conv_impl(backend: str | None = None) -> str:
-    """The convolution implementation for `backend` (default: JAX's): "gemm" (im2col + matrix
-    product) on CPU, where XLA's convolutions are 13x slower inside the training scan under every
-    XLA:CPU flag measured (docs/performance.md), and "xla" (`lax.conv_general_dilated`, cuDNN / the
-    TPU's) elsewhere. "xla-pad" is measured by benchmarks/conv_flags.py, never chosen."""
+    """The convolution implementation for `backend` (default: JAX's): "gemm" (`jaxgan.convolution`:
+    matrix products) on CPU, where XLA's convolutions are 13x slower inside the training scan under
+    every XLA:CPU flag measured (docs/performance.md), and "xla" (`lax.conv_general_dilated`,
+    cuDNN / the TPU's) elsewhere. "xla-pad" is measured by benchmarks/conv_flags.py, never chosen."""
     return "gemm" if (backend or jax.default_backend()) == "cpu" else "xla"
 
 
@@ -113,11 +104,10 @@ class Conv(nn.Module):
     """PyTorch's Conv2d(in, features, kernel, stride, padding, bias=use_bias) on NHWC inputs.
 
     x (B, H, W, in) -> (B, H', W', features), H' = (H + 2 * padding - kernel) // stride + 1.
-    impl "gemm" (`conv_impl()`'s choice on CPU): the input is zero-padded and unfolded into patches
-    (B, H', W', kernel*kernel*in), rows then columns (`strided_taps`, 2 * kernel slices rather than
-    kernel**2), and multiplied by the kernel reshaped to match. impl "xla": `lax.conv_general_dilated`.
-    Both are cross-correlations, as flax's nn.Conv and torch's Conv2d are, and agree up to
-    summation order (tests/test_models.py).
+    impl "gemm" (`conv_impl()`'s choice on CPU): `convolution.conv2d`, matrix products on the input
+    rearranged by space-to-depth. impl "xla": `lax.conv_general_dilated`. Both are
+    cross-correlations, as flax's nn.Conv and torch's Conv2d are, and agree up to summation order
+    (tests/test_models.py, tests/test_convolution.py).
 
     kernel: (kernel, kernel, in, features), torch's weight (features, in, kernel, kernel)
     transposed by (2, 3, 1, 0) (the layout of flax's nn.Conv); bias (features,) when use_bias.
@@ -140,10 +130,7 @@ class Conv(nn.Module):
                 x, kernel, (s, s), ((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC")
             )
         else:
-            x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-            rows, cols = (x.shape[1] - k) // s + 1, (x.shape[2] - k) // s + 1
-            patches = strided_taps(strided_taps(x, 1, k, s, rows), 2, k, s, cols)  # (B, rows, cols, k*k*in): (j, i, in)
-            y = patches @ kernel.transpose(1, 0, 2, 3).reshape(-1, self.features)
+            y = convolution.conv2d(x, kernel, s, p)
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,))
         return y
@@ -158,31 +145,13 @@ def torch_conv(features: int, kernel: int, stride: int, padding: int, name: str)
     return Conv(features, kernel, stride, padding, name=name)
 
 
-def scatter_taps(taps: jax.Array, axis: int, stride: int) -> jax.Array:
-    """col2im along one axis: taps (kernel, ..., L, ...) -> (..., (L - 1) * stride + kernel, ...).
-
-    taps[t] (its `axis` of length L) is dilated by `stride` and placed at offset t; the kernel
-    placed copies are summed: output[stride * l + t] += taps[t][l].
-    """
-    kernel = taps.shape[0]
-
-    def placed(t: int) -> jax.Array:
-        widths = [(0, 0, 0)] * (taps.ndim - 1)  # (low, high, interior) padding of each axis of taps[t]
-        widths[axis] = (t, kernel - 1 - t, stride - 1)
-        return jax.lax.pad(taps[t], jnp.zeros((), taps.dtype), widths)
-
-    return sum(placed(t) for t in range(kernel))
-
-
 class ConvTranspose(nn.Module):
-    """PyTorch's ConvTranspose2d(in, features, kernel, stride, padding, bias=False) on NHWC inputs,
-    computed as PyTorch's CPU kernel does: one matrix product, then col2im.
+    """PyTorch's ConvTranspose2d(in, features, kernel, stride, padding, bias=False) on NHWC inputs.
 
     x (B, H, W, in) -> (B, H', W', features), H' = (H - 1) * stride - 2 * padding + kernel.
-    Input pixel h meets output pixel stride * h - padding + i through kernel tap i: one GEMM gives
-    every tap's product (kernel, kernel, B, H, W, features), col2im (`scatter_taps`, rows then
-    columns: 2 * kernel pads rather than kernel**2) sums them onto the output canvas, and `padding`
-    is cropped from each side. impl "xla" (`conv_impl()`'s choice off CPU) computes the same as
+    impl "gemm" (`conv_impl()`'s choice on CPU): `convolution.conv_transpose2d`, one matrix product
+    of every input pixel with every tap, added into place as stride * stride output phases
+    (sub-pixel) and interleaved. impl "xla" (`conv_impl()`'s choice off CPU) computes the same as
     `lax.conv_general_dilated`: the input dilated by the stride, padded by kernel - 1 - padding,
     correlated with the spatially flipped kernel (the gradient of Conv2d); impl "xla-pad" the same
     with the input dilated and padded by `lax.pad`, a stride-1 convolution without lhs dilation.
@@ -214,10 +183,7 @@ class ConvTranspose(nn.Module):
                 return jax.lax.conv_general_dilated(x, flipped, (1, 1), "VALID", dimension_numbers=numbers)
             pad = ((edge, edge), (edge, edge))
             return jax.lax.conv_general_dilated(x, flipped, (1, 1), pad, lhs_dilation=(s, s), dimension_numbers=numbers)
-        taps = jnp.einsum("bhwc,ijoc->ijbhwo", x, kernel)  # (k, k, B, H, W, features)
-        rows = scatter_taps(taps, 2, s)  # (k, B, H', W, features): taps[i] placed along H
-        canvas = scatter_taps(rows, 2, s)  # (B, H', W', features): rows[j] placed along W
-        return canvas[:, p : canvas.shape[1] - p, p : canvas.shape[2] - p, :]
+        return convolution.conv_transpose2d(x, kernel, s, p)
 
 
 def torch_conv_transpose(features: int, kernel: int, stride: int, padding: int, name: str) -> ConvTranspose:

@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "jaxgan"
 # Bottom to top (README's "The code" lists them so). A module may import its own layer and those below.
 LAYERS = [
     ("foundation", {"cli", "config", "signals", "png"}),
-    ("pure computation", {"optim", "losses", "models", "steps", "sampling", "parallel"}),
+    ("pure computation", {"optim", "losses", "convolution", "models", "steps", "sampling", "parallel"}),
     ("data and measurement", {"data", "visualize", "classifier", "metrics", "report", "memory"}),
     ("files and checkpoints", {"checkpoint", "rundir", "convert", "weights", "multirun"}),
     ("the loop", {"train"}),

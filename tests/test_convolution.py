@@ -1,0 +1,148 @@
+"""jaxgan.convolution against XLA's own convolutions: every way, stride, padding and kernel size,
+outputs, gradients and gradients of gradients (WGAN-GP's penalty differentiates twice)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxgan import convolution
+
+NUMBERS = ("NHWC", "HWIO", "NHWC")
+
+
+def xla_conv2d(x, kernel, stride, padding):
+    return jax.lax.conv_general_dilated(
+        x, kernel, (stride, stride), [(padding, padding)] * 2, dimension_numbers=NUMBERS
+    )
+
+
+def xla_conv_transpose2d(x, kernel, stride, padding):
+    """PyTorch's ConvTranspose2d: the input dilated by the stride, padded by k - 1 - padding,
+    correlated with the flipped kernel; kernel (k, k, F, C)."""
+    edge = kernel.shape[0] - 1 - padding
+    flipped = kernel[::-1, ::-1].transpose(0, 1, 3, 2)
+    return jax.lax.conv_general_dilated(
+        x, flipped, (1, 1), [(edge, edge)] * 2, lhs_dilation=(stride, stride), dimension_numbers=NUMBERS
+    )
+
+
+def close(a, b, tol=2e-6):
+    """Equal up to float32 summation order, relative to the largest magnitude."""
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape
+    assert np.max(np.abs(a - b)) <= tol * max(1.0, float(np.max(np.abs(b)))), np.max(np.abs(a - b))
+
+
+def check_against(ours, reference, x, kernel):
+    """Outputs, both gradients of sum(sin(out)), and the kernel's gradient of |d/dx|^2 agree,
+    each side in one jitted program."""
+
+    @jax.jit
+    def everything(x, kernel, fn):
+        def loss(x, kernel):
+            return jnp.sum(jnp.sin(fn(x, kernel)))
+
+        def penalty(kernel):
+            return jnp.sum(jax.grad(loss)(x, kernel) ** 2)
+
+        return fn(x, kernel), jax.grad(loss, (0, 1))(x, kernel), jax.grad(penalty)(kernel)
+
+    ours_out = jax.tree.leaves(everything(x, kernel, jax.tree_util.Partial(ours)))
+    reference_out = jax.tree.leaves(everything(x, kernel, jax.tree_util.Partial(reference)))
+    for a, b, tol in zip(ours_out, reference_out, (2e-6, 2e-6, 2e-6, 1e-5), strict=True):
+        close(a, b, tol)
+
+
+CONVS = [  # (input (B, H, W, C), kernel (k, k, C, F), stride, padding, the stride-1 way taken)
+    ((2, 28, 28, 1), (4, 4, 1, 8), 2, 1, "patches"),  # the DCGAN's D conv_0 (s2d: C 4, F 8)
+    ((2, 14, 14, 16), (4, 4, 16, 8), 2, 1, "taps"),  # D conv_1's shape (s2d: C 64, F 8)
+    ((2, 7, 7, 8), (7, 7, 8, 1), 1, 0, "dense"),  # D conv_2: a kernel the size of its input
+    ((2, 14, 14, 4), (5, 5, 4, 8), 1, 2, "rows"),  # the classifier's conv_1 shape
+    ((2, 9, 9, 3), (3, 3, 3, 5), 2, 1, "taps"),  # odd sizes: the end padded past the stride
+    ((2, 10, 10, 3), (5, 5, 3, 4), 3, 2, "taps"),  # stride 3, kernel not a multiple of it
+    ((2, 11, 10, 6), (3, 3, 6, 6), 1, 0, "rows"),  # not square, no padding
+    ((2, 12, 12, 2), (3, 3, 2, 16), 1, 1, "patches"),  # stride 1, widening
+]
+
+
+@pytest.mark.parametrize(("x_shape", "kernel_shape", "stride", "padding", "way"), CONVS)
+def test_conv2d_is_xlas_convolution(x_shape, kernel_shape, stride, padding, way):
+    x = jax.random.normal(jax.random.key(0), x_shape)
+    kernel = 0.3 * jax.random.normal(jax.random.key(1), kernel_shape)
+    k, _, c, f = kernel_shape
+    taps = -(-k // stride)
+    if way != "dense":  # the case is the way it claims to test
+        assert convolution.correlate_way(taps, c * stride * stride, f) == way
+    check_against(
+        lambda x, w: convolution.conv2d(x, w, stride, padding),
+        lambda x, w: xla_conv2d(x, w, stride, padding),
+        x,
+        kernel,
+    )
+
+
+CONV_TRANSPOSES = [  # (input (B, H, W, C), kernel (k, k, F, C), stride, padding)
+    ((2, 1, 1, 10), (7, 7, 12, 10), 1, 0),  # the DCGAN's G conv_transpose_0: one product
+    ((2, 7, 7, 16), (4, 4, 8, 16), 2, 1),  # G conv_transpose_1's shape
+    ((2, 14, 14, 8), (4, 4, 1, 8), 2, 1),  # G conv_transpose_2
+    ((2, 5, 5, 3), (3, 3, 2, 3), 2, 1),  # kernel not a multiple of the stride
+    ((2, 4, 3, 3), (5, 5, 2, 3), 3, 1),  # stride 3, not square
+    ((2, 6, 6, 4), (3, 3, 5, 4), 1, 1),  # stride 1
+]
+
+
+@pytest.mark.parametrize(("x_shape", "kernel_shape", "stride", "padding"), CONV_TRANSPOSES)
+def test_conv_transpose2d_is_xlas_transposed_convolution(x_shape, kernel_shape, stride, padding):
+    x = jax.random.normal(jax.random.key(0), x_shape)
+    kernel = 0.3 * jax.random.normal(jax.random.key(1), kernel_shape)
+    check_against(
+        lambda x, w: convolution.conv_transpose2d(x, w, stride, padding),
+        lambda x, w: xla_conv_transpose2d(x, w, stride, padding),
+        x,
+        kernel,
+    )
+
+
+def test_conv_transpose2d_is_the_adjoint_of_conv2d():
+    """<conv2d(u), v> == <u, conv_transpose2d(v)> for the same kernel: the transposed convolution
+    is the convolution's adjoint, as PyTorch defines it."""
+    kernel = jax.random.normal(jax.random.key(0), (4, 4, 6, 5))  # conv2d 6 -> 5, conv_transpose2d 5 -> 6
+    u = jax.random.normal(jax.random.key(1), (2, 14, 14, 6))
+    v = jax.random.normal(jax.random.key(2), (2, 7, 7, 5))
+    lhs = jnp.vdot(convolution.conv2d(u, kernel, 2, 1), v)
+    rhs = jnp.vdot(u, convolution.conv_transpose2d(v, kernel, 2, 1))
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-5)
+
+
+def test_space_to_depth_and_its_kernel_match_a_strided_convolution():
+    """space_to_depth and depth_to_space invert each other, and a stride-2 convolution equals the
+    stride-1 correlation of the rearranged input with `phase_kernel`."""
+    x = jax.random.normal(jax.random.key(0), (2, 8, 6, 3))
+    np.testing.assert_array_equal(convolution.depth_to_space(convolution.space_to_depth(x, 2), 2), x)
+    assert convolution.space_to_depth(x, 2)[0, 1, 2, 3 * 3 + 1] == x[0, 3, 5, 1]  # block (1, 2), phase (1, 1)
+    kernel = jax.random.normal(jax.random.key(1), (4, 4, 3, 2))
+    phases = convolution.correlate(convolution.space_to_depth(x, 2), convolution.phase_kernel(kernel, 2))
+    close(phases, xla_conv2d(x, kernel, 2, 0))
+
+
+@pytest.mark.parametrize("fn", ["shift_sum", "place_sum"])
+def test_the_shift_sums_gradients_are_their_adjoints(fn):
+    """shift_sum / place_sum carry their own gradients (shift_stack / place_stack): each must be
+    the adjoint, <f(t), y> == <t, f^T(y)>, or every gradient of the DCGAN would be wrong."""
+    taps = jax.random.normal(jax.random.key(0), (2, 6, 5, 3, 2, 4))
+    summed = getattr(convolution, fn)(taps)
+    y = jax.random.normal(jax.random.key(1), summed.shape)
+    _, vjp = jax.vjp(getattr(convolution, fn), taps)
+    np.testing.assert_allclose(jnp.vdot(summed, y), jnp.vdot(taps, vjp(y)[0]), rtol=1e-5)
+    # and against autodiff of the plain sums of slices / pads
+    plain = jax.grad(lambda t: jnp.vdot(getattr(convolution, fn).fun(t), y))(taps)
+    np.testing.assert_allclose(vjp(y)[0], plain, rtol=1e-6, atol=1e-6)
+
+
+def test_correlate_way_picks_the_narrowest_intermediate():
+    assert convolution.correlate_way(2, 4, 64) == "patches"  # 16 < 128 (rows: 136)
+    assert convolution.correlate_way(2, 256, 128) == "taps"  # 512 < 768 < 1024
+    assert convolution.correlate_way(5, 16, 32) == "rows"  # 240 < 400 < 800
