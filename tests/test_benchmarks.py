@@ -252,3 +252,75 @@ def test_conv_flags_reads_each_convolutions_path_from_the_optimized_hlo():
     assert not any(k.startswith("dot") for k in paths["xla"])
     assert not any(k.startswith("convolution") for k in paths["gemm"]) and sum(paths["gemm"].values()) >= 1
     assert set(conv_flags.SETTINGS) >= {"default (YNNPACK)", "YNNPACK off (Eigen)"}
+
+
+def table_rows(out: str, first_cells: tuple[str, ...]) -> list[list[str]]:
+    """The cells of the markdown rows of `out` whose first cell starts with one of `first_cells`."""
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines() if line.startswith("| ")]
+    return [r for r in rows if r[0].startswith(first_cells)]
+
+
+@pytest.mark.slow
+def test_classifier_benchmark_times_each_implementation_against_torch(capsys):
+    from benchmarks import classifier as classifier_bench
+
+    argv = ["--batch-size", "16", "--steps", "2", "--repeats", "1", "--examples", "64"]
+    assert classifier_bench.main(argv) == 0
+    rows = table_rows(capsys.readouterr().out, ("jaxgan", "torch"))
+    assert [r[0] for r in rows[:2]] == ["jaxgan gemm", "jaxgan xla"]
+    assert rows[2:] and all(r[0].startswith("torch eager") for r in rows[2:])
+    for row in rows:
+        assert all(math.isfinite(float(cell)) and float(cell) > 0 for cell in row[1:]), row
+    assert max(float(r[2]) for r in rows[2:]) == pytest.approx(1.0, abs=0.006)  # the best torch is the unit
+
+
+def test_classifier_benchmark_refuses_fewer_examples_than_a_batch(capsys):
+    from benchmarks import classifier as classifier_bench
+
+    with pytest.raises(SystemExit) as exit_info:
+        classifier_bench.main(["--batch-size", "16", "--examples", "8"])
+    assert exit_info.value.code == 2
+    assert "--examples at least --batch-size" in capsys.readouterr().err
+
+
+def test_dcgan_layers_benchmark_computes_torchs_layers():
+    """benchmarks.dcgan_layers' jaxgan and torch contestants compute the same convolutions (the
+    torch weight is the kernel transposed, as convert does), forward and backward."""
+    import jax.numpy as jnp
+
+    from benchmarks import dcgan_layers
+
+    rng = np.random.default_rng(0)
+    for layer in dcgan_layers.layers(preset("tiny-dcgan")):
+        x = rng.standard_normal((2, layer.size, layer.size, layer.channels)).astype(np.float32)
+        io = (layer.features, layer.channels) if layer.transposed else (layer.channels, layer.features)
+        kernel = rng.standard_normal((layer.kernel, layer.kernel, *io)).astype(np.float32)
+        ours = dcgan_layers.jax_calls(layer, "gemm", jnp.asarray(x), jnp.asarray(kernel))
+        theirs = dcgan_layers.torch_calls(layer, x, kernel)
+        y = np.asarray(ours["fwd"].fn())
+        assert y.shape[1] == dcgan_layers.out_size(layer)
+        np.testing.assert_allclose(y, theirs["fwd"].fn().numpy().transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-4)
+        dx, dkernel = ours["fwd+bwd"].fn()
+        torch_dx, torch_dweight = theirs["fwd+bwd"].fn()
+        np.testing.assert_allclose(dx, torch_dx.numpy().transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(dkernel, torch_dweight.numpy().transpose(2, 3, 1, 0), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_dcgan_layers_benchmark_prints_a_row_per_layer(capsys):
+    from benchmarks import dcgan_layers
+
+    assert dcgan_layers.main(["--preset", "tiny-dcgan", "--batch-size", "4", "--repeats", "1"]) == 0
+    rows = table_rows(capsys.readouterr().out, ("G ", "D "))
+    assert [r[0].split(",")[0] for r in rows] == [layer.name for layer in dcgan_layers.layers(preset("tiny-dcgan"))]
+    for row in rows:
+        assert len(row) == 1 + 6 + 1 and all(float(cell) > 0 for cell in row[1:]), row
+
+
+def test_dcgan_layers_refuses_an_mlp_preset(capsys):
+    from benchmarks import dcgan_layers
+
+    with pytest.raises(SystemExit) as exit_info:
+        dcgan_layers.main(["--preset", "small"])
+    assert exit_info.value.code == 2
+    assert "--preset small is an MLP" in capsys.readouterr().err
