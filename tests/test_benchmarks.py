@@ -324,3 +324,15 @@ def test_dcgan_layers_refuses_an_mlp_preset(capsys):
         dcgan_layers.main(["--preset", "small"])
     assert exit_info.value.code == 2
     assert "--preset small is an MLP" in capsys.readouterr().err
+
+
+def test_step_profile_names_each_costly_op_and_what_it_computes(capsys):
+    from benchmarks import step_profile
+
+    assert step_profile.main(["--preset", "tiny-dcgan", "--batch-size", "8", "--steps", "2", "--top", "5"]) == 0
+    out = capsys.readouterr().out
+    rows = [r for r in table_rows(out, ("",)) if r[0] not in ("op", "---")]
+    assert len(rows) == 5
+    assert all(float(r[1]) > 0 and r[2].endswith("%") for r in rows)
+    assert any("Discriminator" in r[3] or "Generator" in r[3] for r in rows)  # read from the HLO's metadata
+    assert "ms per step" in out
