@@ -5,8 +5,8 @@ convolution paths, with each of jaxgan's convolution implementations, against to
     python -m benchmarks.conv_flags --preset tiny-dcgan --batch-size 32 --steps 4 --rounds 1 --repeats 1
 
 XLA reads XLA_FLAGS once per process, so each flag setting (`SETTINGS`) runs in a worker process of
-its own (`--worker`), which times every implementation of `jaxgan.models.CONV_IMPLS` (gemm: im2col
-+ matrix product; xla: `lax.conv_general_dilated`; xla-pad: the same with a transposed
+its own (`--worker`), which times every implementation of `jaxgan.models.CONV_IMPLS` (gemm:
+jaxgan.convolution's matrix products; xla: `lax.conv_general_dilated`; xla-pad: the same with a transposed
 convolution's input dilated by padding, so no lhs dilation) interleaved, and reads from the
 optimized HLO which path each convolution and matrix product took (a YNNPACK fusion, a oneDNN custom
 call, or XLA's own Eigen code). The driver runs the workers and torch_ref's eager step (the faster

@@ -61,7 +61,8 @@ INFO_KEYS = ("dataset", "seed", "steps", "test_accuracy", "heldout_images")  # w
 def conv(features: int, name: str) -> models.Conv:
     """A 5x5 "same" convolution with bias, initialised as flax's nn.Conv (LeCun normal, zero bias),
     computed as `models.Conv` chooses for the backend: on CPU as matrix products, which train the
-    classifier several times faster than XLA's CPU convolutions (docs/performance.md)."""
+    classifier as fast as XLA's CPU convolutions do (`python -m benchmarks.classifier`,
+    docs/performance.md)."""
     return models.Conv(features, 5, 1, 2, use_bias=True, kernel_init=nn.initializers.lecun_normal(), name=name)
 
 

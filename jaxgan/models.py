@@ -94,8 +94,8 @@ CONV_IMPLS = ("gemm", "xla", "xla-pad")
 
 def conv_impl(backend: str | None = None) -> str:
     """The convolution implementation for `backend` (default: JAX's): "gemm" (`jaxgan.convolution`:
-    matrix products) on CPU, where XLA's convolutions are 13x slower inside the training scan under
-    every XLA:CPU flag measured (docs/performance.md), and "xla" (`lax.conv_general_dilated`,
+    matrix products) on CPU, where XLA's convolutions are about 10x slower inside the DCGAN's training
+    scan under every XLA:CPU flag measured (docs/performance.md), and "xla" (`lax.conv_general_dilated`,
     cuDNN / the TPU's) elsewhere. "xla-pad" is measured by benchmarks/conv_flags.py, never chosen."""
     return "gemm" if (backend or jax.default_backend()) == "cpu" else "xla"
 
@@ -155,7 +155,7 @@ class ConvTranspose(nn.Module):
     `lax.conv_general_dilated`: the input dilated by the stride, padded by kernel - 1 - padding,
     correlated with the spatially flipped kernel (the gradient of Conv2d); impl "xla-pad" the same
     with the input dilated and padded by `lax.pad`, a stride-1 convolution without lhs dilation.
-    They agree up to summation order; XLA's CPU convolutions run 13x slower inside the training scan.
+    They agree up to summation order; XLA's CPU convolutions run about 10x slower inside the training scan.
 
     kernel: (kernel, kernel, features, in), torch's weight (in, features, kernel, kernel)
     transposed by (2, 3, 1, 0) (the layout of flax's nn.ConvTranspose with transpose_kernel=True).
