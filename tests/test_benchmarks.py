@@ -326,6 +326,7 @@ def test_dcgan_layers_refuses_an_mlp_preset(capsys):
     assert "--preset small is an MLP" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_step_profile_names_each_costly_op_and_what_it_computes(capsys):
     from benchmarks import step_profile
 

@@ -3,6 +3,8 @@ outputs, gradients and gradients of gradients (WGAN-GP's penalty differentiates 
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,26 +38,30 @@ def close(a, b, tol=2e-6):
     assert np.max(np.abs(a - b)) <= tol * max(1.0, float(np.max(np.abs(b)))), np.max(np.abs(a - b))
 
 
-def check_against(ours, reference, x, kernel):
-    """Outputs, both gradients of sum(sin(out)), and the kernel's gradient of |d/dx|^2 agree,
-    each side in one jitted program."""
+def check_against(ours, reference, x, kernel, twice: bool = True):
+    """Outputs and both gradients of sum(sin(out)) agree, and (twice) the kernel's gradient of
+    |d/dx|^2, each side in one jitted program."""
 
-    @jax.jit
-    def everything(x, kernel, fn):
+    @functools.partial(jax.jit, static_argnums=3)
+    def everything(x, kernel, fn, twice):
         def loss(x, kernel):
             return jnp.sum(jnp.sin(fn(x, kernel)))
 
         def penalty(kernel):
             return jnp.sum(jax.grad(loss)(x, kernel) ** 2)
 
-        return fn(x, kernel), jax.grad(loss, (0, 1))(x, kernel), jax.grad(penalty)(kernel)
+        second = jax.grad(penalty)(kernel) if twice else None
+        return fn(x, kernel), jax.grad(loss, (0, 1))(x, kernel), second
 
-    ours_out = jax.tree.leaves(everything(x, kernel, jax.tree_util.Partial(ours)))
-    reference_out = jax.tree.leaves(everything(x, kernel, jax.tree_util.Partial(reference)))
-    for a, b, tol in zip(ours_out, reference_out, (2e-6, 2e-6, 2e-6, 1e-5), strict=True):
+    ours_out = jax.tree.leaves(everything(x, kernel, jax.tree_util.Partial(ours), twice))
+    reference_out = jax.tree.leaves(everything(x, kernel, jax.tree_util.Partial(reference), twice))
+    assert len(ours_out) == len(reference_out) == (4 if twice else 3)
+    for a, b, tol in zip(ours_out, reference_out, (2e-6, 2e-6, 2e-6, 1e-5)[: len(ours_out)], strict=True):
         close(a, b, tol)
 
 
+# Gradients of gradients (WGAN-GP's penalty) are checked for the networks' own layer shapes (28,
+# 14 and 7 pixels in; 1, 7 and 14 for the transposed ones); the others check outputs and gradients.
 CONVS = [  # (input (B, H, W, C), kernel (k, k, C, F), stride, padding, the stride-1 way taken)
     ((2, 28, 28, 1), (4, 4, 1, 8), 2, 1, "patches"),  # the DCGAN's D conv_0 (s2d: C 4, F 8)
     ((2, 14, 14, 16), (4, 4, 16, 8), 2, 1, "taps"),  # D conv_1's shape (s2d: C 64, F 8)
@@ -81,6 +87,7 @@ def test_conv2d_is_xlas_convolution(x_shape, kernel_shape, stride, padding, way)
         lambda x, w: xla_conv2d(x, w, stride, padding),
         x,
         kernel,
+        twice=x_shape[1] in (28, 14, 7),
     )
 
 
@@ -103,6 +110,7 @@ def test_conv_transpose2d_is_xlas_transposed_convolution(x_shape, kernel_shape, 
         lambda x, w: xla_conv_transpose2d(x, w, stride, padding),
         x,
         kernel,
+        twice=x_shape[1] in (1, 7, 14),
     )
 
 
@@ -112,8 +120,12 @@ def test_conv_transpose2d_is_the_adjoint_of_conv2d():
     kernel = jax.random.normal(jax.random.key(0), (4, 4, 6, 5))  # conv2d 6 -> 5, conv_transpose2d 5 -> 6
     u = jax.random.normal(jax.random.key(1), (2, 14, 14, 6))
     v = jax.random.normal(jax.random.key(2), (2, 7, 7, 5))
-    lhs = jnp.vdot(convolution.conv2d(u, kernel, 2, 1), v)
-    rhs = jnp.vdot(u, convolution.conv_transpose2d(v, kernel, 2, 1))
+    lhs, rhs = jax.jit(
+        lambda u, v, kernel: (
+            jnp.vdot(convolution.conv2d(u, kernel, 2, 1), v),
+            jnp.vdot(u, convolution.conv_transpose2d(v, kernel, 2, 1)),
+        )
+    )(u, v, kernel)
     np.testing.assert_allclose(lhs, rhs, rtol=1e-5)
 
 
@@ -132,14 +144,19 @@ def test_space_to_depth_and_its_kernel_match_a_strided_convolution():
 def test_the_shift_sums_gradients_are_their_adjoints(fn):
     """shift_sum / place_sum carry their own gradients (shift_stack / place_stack): each must be
     the adjoint, <f(t), y> == <t, f^T(y)>, or every gradient of the DCGAN would be wrong."""
+    f = getattr(convolution, fn)
     taps = jax.random.normal(jax.random.key(0), (2, 6, 5, 3, 2, 4))
-    summed = getattr(convolution, fn)(taps)
-    y = jax.random.normal(jax.random.key(1), summed.shape)
-    _, vjp = jax.vjp(getattr(convolution, fn), taps)
-    np.testing.assert_allclose(jnp.vdot(summed, y), jnp.vdot(taps, vjp(y)[0]), rtol=1e-5)
-    # and against autodiff of the plain sums of slices / pads
-    plain = jax.grad(lambda t: jnp.vdot(getattr(convolution, fn).fun(t), y))(taps)
-    np.testing.assert_allclose(vjp(y)[0], plain, rtol=1e-6, atol=1e-6)
+    y = jax.random.normal(jax.random.key(1), jax.eval_shape(f, taps).shape)
+
+    @jax.jit
+    def both_sides(taps, y):
+        summed, vjp = jax.vjp(f, taps)
+        plain = jax.grad(lambda t: jnp.vdot(f.fun(t), y))(taps)  # autodiff of the plain sums
+        return jnp.vdot(summed, y), jnp.vdot(taps, vjp(y)[0]), vjp(y)[0], plain
+
+    lhs, rhs, custom, plain = both_sides(taps, y)
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-5)
+    np.testing.assert_allclose(custom, plain, rtol=1e-6, atol=1e-6)
 
 
 def test_correlate_way_picks_the_narrowest_intermediate():
