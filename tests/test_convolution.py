@@ -31,6 +31,11 @@ def xla_conv_transpose2d(x, kernel, stride, padding):
     )
 
 
+def slow(*case):
+    """A parametrized case for the slow lane only (pytest -m "not slow" leaves it out)."""
+    return pytest.param(*case, marks=pytest.mark.slow)
+
+
 def close(a, b, tol=2e-6):
     """Equal up to float32 summation order, relative to the largest magnitude."""
     a, b = np.asarray(a), np.asarray(b)
@@ -67,10 +72,11 @@ CONVS = [  # (input (B, H, W, C), kernel (k, k, C, F), stride, padding, the stri
     ((2, 14, 14, 16), (4, 4, 16, 8), 2, 1, "taps"),  # D conv_1's shape (s2d: C 64, F 8)
     ((2, 7, 7, 8), (7, 7, 8, 1), 1, 0, "dense"),  # D conv_2: a kernel the size of its input
     ((2, 14, 14, 4), (5, 5, 4, 8), 1, 2, "rows"),  # the classifier's conv_1 shape
-    ((2, 9, 9, 3), (3, 3, 3, 5), 2, 1, "taps"),  # odd sizes: the end padded past the stride
-    ((2, 10, 10, 3), (5, 5, 3, 4), 3, 2, "taps"),  # stride 3, kernel not a multiple of it
-    ((2, 11, 10, 6), (3, 3, 6, 6), 1, 0, "rows"),  # not square, no padding
-    ((2, 12, 12, 2), (3, 3, 2, 16), 1, 1, "patches"),  # stride 1, widening
+    # beyond the networks' shapes (the slow lane):
+    slow((2, 9, 9, 3), (3, 3, 3, 5), 2, 1, "taps"),  # odd sizes: the end padded past the stride
+    slow((2, 10, 10, 3), (5, 5, 3, 4), 3, 2, "taps"),  # stride 3, kernel not a multiple of it
+    slow((2, 11, 10, 6), (3, 3, 6, 6), 1, 0, "rows"),  # not square, no padding
+    slow((2, 12, 12, 2), (3, 3, 2, 16), 1, 1, "patches"),  # stride 1, widening
 ]
 
 
@@ -95,9 +101,9 @@ CONV_TRANSPOSES = [  # (input (B, H, W, C), kernel (k, k, F, C), stride, padding
     ((2, 1, 1, 10), (7, 7, 12, 10), 1, 0),  # the DCGAN's G conv_transpose_0: one product
     ((2, 7, 7, 16), (4, 4, 8, 16), 2, 1),  # G conv_transpose_1's shape
     ((2, 14, 14, 8), (4, 4, 1, 8), 2, 1),  # G conv_transpose_2
-    ((2, 5, 5, 3), (3, 3, 2, 3), 2, 1),  # kernel not a multiple of the stride
-    ((2, 4, 3, 3), (5, 5, 2, 3), 3, 1),  # stride 3, not square
-    ((2, 6, 6, 4), (3, 3, 5, 4), 1, 1),  # stride 1
+    slow((2, 5, 5, 3), (3, 3, 2, 3), 2, 1),  # kernel not a multiple of the stride
+    slow((2, 4, 3, 3), (5, 5, 2, 3), 3, 1),  # stride 3, not square
+    slow((2, 6, 6, 4), (3, 3, 5, 4), 1, 1),  # stride 1
 ]
 
 
