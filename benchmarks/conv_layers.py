@@ -5,8 +5,9 @@ jaxgan's convolutions as matrix products, side by side in one run.
     python -m benchmarks.conv_layers --preset tiny-dcgan --batch-size 32 --steps 20
 
 jaxgan.models.Conv / ConvTranspose compute PyTorch's Conv2d / ConvTranspose2d as matrix products
-(`jaxgan.convolution`: space-to-depth, then an unfolding or every tap's products, shifted and summed). The alternative is flax's nn.Conv / nn.ConvTranspose (XLA's convolution op), with
-the same parameters; `xla_layers()` swaps them in. Both variants train the same state on the same
+(`jaxgan.convolution`: space-to-depth, then an unfolding or every tap's products, shifted and
+summed). The alternative is flax's nn.Conv / nn.ConvTranspose (XLA's convolution op), with the
+same parameters; `xla_layers()` swaps them in. Both variants train the same state on the same
 random images with one jitted `steps.train_epoch` (a lax.scan) each, timed round-robin; the
 printed ratio is xla seconds / jaxgan seconds per step, with the first call (trace + compile + run)
 and the largest difference of the first epoch's metrics.

@@ -52,6 +52,12 @@ def layers(config) -> list[Layer]:
     ]
 
 
+def kernel_shape(layer: Layer) -> tuple[int, int, int, int]:
+    """jaxgan's kernel of `layer`: (k, k, in, out) for Conv, (k, k, out, in) for ConvTranspose."""
+    io = (layer.features, layer.channels) if layer.transposed else (layer.channels, layer.features)
+    return (layer.kernel, layer.kernel, *io)
+
+
 def out_size(layer: Layer) -> int:
     k, s, p, n = layer.kernel, layer.stride, layer.padding, layer.size
     return (n - 1) * s - 2 * p + k if layer.transposed else (n + 2 * p - k) // s + 1
@@ -78,9 +84,10 @@ def torch_calls(layer: Layer, x: np.ndarray, kernel: np.ndarray) -> dict[str, Ca
     """The same layer in torch.nn.functional, eager: forward, and forward + backward."""
     import torch
 
+    from jaxgan.convert import torch_weight
+
     functional = torch.nn.functional.conv_transpose2d if layer.transposed else torch.nn.functional.conv2d
-    # jaxgan's kernels (k, k, in, out) for Conv and (k, k, out, in) for ConvTranspose -> torch's weight
-    weight = torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))).requires_grad_()
+    weight = torch.from_numpy(torch_weight(kernel)).requires_grad_()
     inputs = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).requires_grad_()
 
     def forward():
@@ -114,10 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     calls: dict[str, Call] = {}
     for layer in layers(config):
         x = rng.standard_normal((args.batch_size, layer.size, layer.size, layer.channels)).astype(np.float32)
-        shape = (layer.kernel, layer.kernel) + (
-            (layer.features, layer.channels) if layer.transposed else (layer.channels, layer.features)
-        )
-        kernel = (0.02 * rng.standard_normal(shape)).astype(np.float32)
+        kernel = (0.02 * rng.standard_normal(kernel_shape(layer))).astype(np.float32)
         for impl in args.impls:
             for pass_, call in jax_calls(layer, impl, jnp.asarray(x), jnp.asarray(kernel)).items():
                 calls[f"{layer.name}|{impl}|{pass_}"] = call

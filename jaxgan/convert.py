@@ -128,6 +128,15 @@ def variables_to_state_dict(config: Config, net: str, variables: dict[str, Any])
     return sd
 
 
+def torch_weight(kernel: Any) -> np.ndarray:
+    """A Flax kernel in torch's weight layout, by `TENSORS`' axes (a C-ordered copy): a Dense
+    kernel (in, out) -> (out, in); a Conv (kh, kw, in, out) or the DCGAN's ConvTranspose
+    (kh, kw, out, in) kernel -> (out, in, kh, kw) or (in, out, kh, kw)."""
+    kernel = np.asarray(kernel)
+    (_, _, _, axes), *_ = TENSORS["conv" if kernel.ndim == 4 else "linear"]
+    return np.array(kernel.transpose(axes), order="C")
+
+
 def params_to_state_dict(config: Config, net: str, params: Any) -> OrderedDict:
     """One network's Flax params (or a pytree shaped like them: gradients, Adam moments) -> the
     torch_ref state dict of its parameters (`net.0.weight`, `net.0.bias`, ...)."""

@@ -293,8 +293,7 @@ def test_dcgan_layers_benchmark_computes_torchs_layers():
     rng = np.random.default_rng(0)
     for layer in dcgan_layers.layers(preset("tiny-dcgan")):
         x = rng.standard_normal((2, layer.size, layer.size, layer.channels)).astype(np.float32)
-        io = (layer.features, layer.channels) if layer.transposed else (layer.channels, layer.features)
-        kernel = rng.standard_normal((layer.kernel, layer.kernel, *io)).astype(np.float32)
+        kernel = rng.standard_normal(dcgan_layers.kernel_shape(layer)).astype(np.float32)
         ours = dcgan_layers.jax_calls(layer, "gemm", jnp.asarray(x), jnp.asarray(kernel))
         theirs = dcgan_layers.torch_calls(layer, x, kernel)
         y = np.asarray(ours["fwd"].fn())

@@ -230,3 +230,17 @@ def test_cli_bad_input_exits_2_in_one_line(tiny_rundir, tmp_path, capsys):
         assert message in err and err.count("\n") == 1, err
     assert generate.main(["--from-pt", str(junk)]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["small", "dcgan"])
+def test_torch_weight_is_the_state_dicts_layout(name):
+    """convert.torch_weight (torch_ref.classifier's and benchmarks' conversion of a lone kernel)
+    gives every Dense, Conv and ConvTranspose kernel exactly as the state dict holds it."""
+    config = preset(name)
+    for net in convert.NETS:
+        variables = random_variables(config, net)
+        sd = convert.variables_to_state_dict(config, net, variables)
+        for layer in convert.torch_layout(config, net):
+            if layer.kind in ("linear", "conv"):
+                kernel = variables["params"]["net"][layer.flax]["kernel"]
+                np.testing.assert_array_equal(convert.torch_weight(kernel), sd[f"{layer.torch}.weight"].numpy())

@@ -44,11 +44,11 @@ class LeNet(nn.Module):
 def state_dict_from_flax(params: Any) -> OrderedDict:
     """jaxgan.classifier's params -> LeNet's state dict: conv kernels (5, 5, in, out) -> weights
     (out, in, 5, 5), dense kernels (in, out) -> weights (out, in), biases as they are."""
+    from jaxgan.convert import torch_weight
+
     state = OrderedDict()
     for name, layer in params.items():
-        kernel = np.asarray(layer["kernel"])
-        weight = kernel.transpose(3, 2, 0, 1) if kernel.ndim == 4 else kernel.T
-        state[f"{name}.weight"] = torch.from_numpy(np.ascontiguousarray(weight))
+        state[f"{name}.weight"] = torch.from_numpy(torch_weight(layer["kernel"]))
         state[f"{name}.bias"] = torch.from_numpy(np.asarray(layer["bias"]).copy())
     return state
 
