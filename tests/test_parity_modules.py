@@ -383,8 +383,9 @@ PROJECTION = [name for name, config in CASES.items() if config.projection_discri
 @pytest.mark.parametrize("name", PROJECTION)
 def test_mutation_projection_term_dropped(name, monkeypatch):
     """A projection D without its label term <embed[label], φ(x)> (the label ignored)."""
+    pair = Pair(CASES[name])  # before the mutation: convert's cached variable shapes must be the real model's
     monkeypatch.setattr(models, "projection", lambda features, labels, *_: jnp.zeros(features.shape[0]))
-    gaps = forward_gaps(Pair(CASES[name]))
+    gaps = forward_gaps(pair)
     factor = gaps["D train"] / OUTPUT_TOL
     print(f"PARITY mutation projection term dropped ({name}): {factor:.0f}x")
     assert factor >= MIN_FACTOR
@@ -408,8 +409,9 @@ FEATURE_MUTATIONS = {
 def test_mutation_projection_of_the_wrong_features(name, monkeypatch):
     what, mutate = FEATURE_MUTATIONS[name]
     original = models.projection
+    pair = Pair(CASES[name])  # before the mutation, as above
     monkeypatch.setattr(models, "projection", lambda features, *args: original(mutate(features), *args))
-    gaps = forward_gaps(Pair(CASES[name]))
+    gaps = forward_gaps(pair)
     factor = gaps["D train"] / OUTPUT_TOL
     print(f"PARITY mutation projection of the {what} ({name}): {factor:.0f}x")
     assert factor >= MIN_FACTOR
