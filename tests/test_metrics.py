@@ -100,11 +100,24 @@ def drop_test_accuracy(directory, params):
     (directory / classifier.INFO_FILE).write_text(json.dumps(info))
 
 
+def drop_training(directory, params):
+    info = json.loads((directory / classifier.INFO_FILE).read_text())
+    del info["training"]
+    (directory / classifier.INFO_FILE).write_text(json.dumps(info))
+
+
+def set_info(directory, **changes):
+    info = json.loads((directory / classifier.INFO_FILE).read_text())
+    (directory / classifier.INFO_FILE).write_text(json.dumps({**info, **changes}))
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
         (drop_test_accuracy, "info.json has no 'test_accuracy'"),
         (lambda d, p: (d / classifier.INFO_FILE).write_text("{"), "Expecting property name"),
+        (drop_training, "info.json has no 'training'"),  # a cache from before epochs of batches
+        (lambda d, p: set_info(d, training=1), "info.json is from another classifier training (1, this is 2)"),
         (lambda d, p: (d / classifier.INFO_FILE).write_text("[]"), "info.json is not a JSON object"),
         (lambda d, p: (d / classifier.PARAMS_FILE).unlink(), "No such file"),
         (lambda d, p: write_bytes_cut_in_half(d / classifier.PARAMS_FILE), "incomplete input"),
@@ -118,7 +131,7 @@ def drop_test_accuracy(directory, params):
 )
 def test_a_damaged_cache_is_not_read(damage, message, tmp_path):
     params = jax.tree.map(lambda leaf: np.ones(leaf.shape, leaf.dtype), classifier.abstract_params())
-    info = {"dataset": "mnist-5k", "seed": 0, "steps": 1, "test_accuracy": 0.1, "heldout_images": 1000}
+    info = {"dataset": "mnist-5k", "seed": 0, "steps": 1, "test_accuracy": 0.1, "heldout_images": 1000, "training": 2}
     classifier.save(tmp_path, params, info)
     assert classifier.load(tmp_path).info == info
     damage(tmp_path, params)
@@ -126,11 +139,25 @@ def test_a_damaged_cache_is_not_read(damage, message, tmp_path):
         classifier.load(tmp_path)
 
 
+def test_classifier_batches_are_epochs_of_shuffled_examples_whatever_the_chunks():
+    key = jax.random.key(7)
+    every = np.asarray(classifier.chunk_batch_indices(key, jax.numpy.arange(9), 50, 16))  # 3 batches per epoch
+    assert every.shape == (9, 16)
+    epochs = every.reshape(3, 48)
+    assert all(len(set(epoch)) == 48 and set(epoch) <= set(range(50)) for epoch in epochs)  # no repeat in an epoch
+    assert len({tuple(epoch) for epoch in epochs}) == 3  # a fresh order each epoch
+    for first, last in ((0, 1), (2, 5), (4, 9), (8, 9)):  # chunks starting and ending anywhere in an epoch
+        chunk = classifier.chunk_batch_indices(key, jax.numpy.arange(first, last), 50, 16)
+        np.testing.assert_array_equal(np.asarray(chunk), every[first:last])
+    with pytest.raises(ValueError, match="batch of 16 needs at least as many images; there are 10"):
+        classifier.chunk_batch_indices(key, jax.numpy.arange(2), 10, 16)
+
+
 @pytest.mark.slow
 def test_training_in_chunks_gives_the_params_of_one_scan(mnist_5k, capsys):
-    split = classifier.Split(mnist_5k.images[:256], mnist_5k.labels[:256], None, None)
-    one_scan = classifier.train(split, seed=3, steps=4, batch_size=16, chunk=4)
-    chunked = classifier.train(split, seed=3, steps=4, batch_size=16, chunk=2, progress=True)
+    split = classifier.Split(mnist_5k.images[:40], mnist_5k.labels[:40], None, None)  # 2 batches per epoch
+    one_scan = classifier.train(split, seed=3, steps=5, batch_size=16, chunk=5)
+    chunked = classifier.train(split, seed=3, steps=5, batch_size=16, chunk=3, progress=True)  # epoch 1 split
     for a, b in zip(jax.tree.leaves(one_scan), jax.tree.leaves(chunked), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert "classifier" in capsys.readouterr().err  # the progress bar
