@@ -23,15 +23,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from benchmarks.conv_layers import forced_conv_impl
 from benchmarks.timing import Call, load_average, no_sync, time_first_call, time_interleaved
 from jaxgan import classifier, models
 
 
 def jax_call(impl: str, images: jax.Array, labels: jax.Array, args: argparse.Namespace) -> tuple[Call, float]:
     """A Call of `args.steps` classifier steps in one scan with `impl` convolutions, and its first call's seconds."""
-    saved = models.conv_impl
-    models.conv_impl = lambda backend=None: impl  # read at trace time
-    try:
+    with forced_conv_impl(impl):  # traced inside: the layers read it at trace time
         # a new jitted function per implementation: jit would reuse the other's trace
         chunk = jax.jit(classifier.train_chunk.__wrapped__, static_argnames="batch_size")
         params = classifier.init_params(jax.random.key(0))
@@ -42,8 +41,6 @@ def jax_call(impl: str, images: jax.Array, labels: jax.Array, args: argparse.Nam
             return chunk(carry, images, labels, key, steps, batch_size=args.batch_size)
 
         first_s, _ = time_first_call(run, jax.block_until_ready)
-    finally:
-        models.conv_impl = saved
     return Call(run, jax.block_until_ready, per=args.steps), first_s
 
 

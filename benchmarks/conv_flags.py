@@ -63,6 +63,7 @@ def worker(args: argparse.Namespace) -> None:
     """One flag setting (already in XLA_FLAGS): every implementation's epoch scan and single step."""
     import jax
 
+    from benchmarks.conv_layers import forced_conv_impl
     from benchmarks.timing import Call, time_first_call, time_interleaved
     from jaxgan import models, steps
     from jaxgan.config import preset
@@ -71,17 +72,13 @@ def worker(args: argparse.Namespace) -> None:
     images = jax.random.uniform(jax.random.key(1), (args.batch_size * args.steps, 28, 28, 1), minval=-1, maxval=1)
     calls, out = {}, {}
     for impl in models.CONV_IMPLS:
-        saved = models.conv_impl
-        models.conv_impl = lambda backend=None, impl=impl: impl  # traced now: the layers read it at trace time
-        try:
+        with forced_conv_impl(impl):  # traced inside: the layers read it at trace time
             epoch = jax.jit(lambda state, images: steps.train_epoch(state, images))
             step = jax.jit(lambda state, batch: steps.train_step_keyed(state, batch))
             state = steps.create_state(config, 0)
             first_s, _ = time_first_call(lambda e=epoch, s=state: e(s, images), jax.block_until_ready)
             jax.block_until_ready(step(state, images[: args.batch_size]))
             paths = hlo_paths(epoch.lower(state, images).compile().as_text())
-        finally:
-            models.conv_impl = saved
         calls[f"{impl} scan"] = Call(lambda e=epoch, s=state: e(s, images), jax.block_until_ready, per=args.steps)
         calls[f"{impl} step"] = Call(lambda f=step, s=state: f(s, images[: args.batch_size]), jax.block_until_ready)
         out[impl] = {"first_call_s": first_s, "paths": paths}

@@ -68,6 +68,18 @@ def xla_layers() -> Iterator[None]:
         models.torch_conv, models.torch_conv_transpose = saved
 
 
+@contextlib.contextmanager
+def forced_conv_impl(impl: str) -> Iterator[None]:
+    """Within the block, `models.Conv` and `ConvTranspose` compute with `impl` (one of
+    models.CONV_IMPLS) on every backend: what they read at trace time, so trace inside it."""
+    saved = models.conv_impl
+    models.conv_impl = lambda backend=None: impl
+    try:
+        yield
+    finally:
+        models.conv_impl = saved
+
+
 def compiled_epoch(layers, config, images: jax.Array, labels: jax.Array | None) -> tuple[Call, float, dict]:
     """(a Call of one jitted epoch of `config` built inside `layers()`, its first call's seconds,
     the first epoch's metrics (steps,) per name)."""
