@@ -162,9 +162,9 @@ def chunk_batch_indices(key: jax.Array, steps: jax.Array, num_examples: int, bat
     Epoch e is a fresh permutation of the examples (`steps.epoch_batch_indices(key, e, ...)`, its
     last num_examples % batch_size left out) cut into num_examples // batch_size batches; step t
     trains on batch t % that of epoch t // that. Each epoch the chunk touches is shuffled once,
-    before its scan, and no other: a permutation of MNIST's 60,000 images takes 25 ms on this CPU, as long as
-    the step itself, which drawing a batch per step without replacement (`jax.random.choice`)
-    spent on every step.
+    before its scan, and no other: a permutation of MNIST's 60,000 images takes 25 ms on this
+    CPU, as long as the step itself, which drawing a batch per step without replacement
+    (`jax.random.choice`) spent on every step.
     """
     per_epoch = num_examples // batch_size
     if per_epoch < 1:
@@ -174,8 +174,11 @@ def chunk_batch_indices(key: jax.Array, steps: jax.Array, num_examples: int, bat
     first_epoch, last_epoch = steps[0] // per_epoch, steps[-1] // per_epoch
 
     def epoch(e):  # (per_epoch, batch_size); an epoch past the chunk's last is not permuted
-        shuffled = lambda: steps_lib.epoch_batch_indices(key, e, num_examples, batch_size)  # noqa: E731
-        return jax.lax.cond(e <= last_epoch, shuffled, lambda: jnp.zeros((per_epoch, batch_size), jnp.int32))
+        return jax.lax.cond(
+            e <= last_epoch,
+            lambda: steps_lib.epoch_batch_indices(key, e, num_examples, batch_size),
+            lambda: jnp.zeros((per_epoch, batch_size), jnp.int32),
+        )
 
     # every epoch K consecutive steps can touch, at most K // per_epoch + 2
     batches = jnp.stack([epoch(first_epoch + j) for j in range(len(steps) // per_epoch + 2)])

@@ -94,30 +94,23 @@ def write_bytes_cut_in_half(path):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
-def drop_test_accuracy(directory, params):
+def rewrite_info(directory, drop: str | None = None, **changes):
+    """The cached info.json with key `drop` left out and `changes` made."""
     info = json.loads((directory / classifier.INFO_FILE).read_text())
-    del info["test_accuracy"]
+    info = {k: v for k, v in {**info, **changes}.items() if k != drop}
     (directory / classifier.INFO_FILE).write_text(json.dumps(info))
-
-
-def drop_training(directory, params):
-    info = json.loads((directory / classifier.INFO_FILE).read_text())
-    del info["training"]
-    (directory / classifier.INFO_FILE).write_text(json.dumps(info))
-
-
-def set_info(directory, **changes):
-    info = json.loads((directory / classifier.INFO_FILE).read_text())
-    (directory / classifier.INFO_FILE).write_text(json.dumps({**info, **changes}))
 
 
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (drop_test_accuracy, "info.json has no 'test_accuracy'"),
+        (lambda d, p: rewrite_info(d, drop="test_accuracy"), "info.json has no 'test_accuracy'"),
         (lambda d, p: (d / classifier.INFO_FILE).write_text("{"), "Expecting property name"),
-        (drop_training, "info.json has no 'training'"),  # a cache from before epochs of batches
-        (lambda d, p: set_info(d, training=1), "info.json is from another classifier training (1, this is 2)"),
+        (
+            lambda d, p: rewrite_info(d, drop="training"),
+            "info.json has no 'training'",
+        ),  # a cache from before epochs of batches
+        (lambda d, p: rewrite_info(d, training=1), "info.json is from another classifier training (1, this is 2)"),
         (lambda d, p: (d / classifier.INFO_FILE).write_text("[]"), "info.json is not a JSON object"),
         (lambda d, p: (d / classifier.PARAMS_FILE).unlink(), "No such file"),
         (lambda d, p: write_bytes_cut_in_half(d / classifier.PARAMS_FILE), "incomplete input"),
